@@ -1,0 +1,249 @@
+"""The composition root: the one place that builds the HTTP session, the boto3
+clients (one per service and region, shared), the stores and the rotators.
+
+Every entry point (CLI, daemon, tests, benchmarks) builds through here; tests
+pass their own clock, session or endpoint instead of patching anything.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rotator.clock import Clock, SystemClock
+from rotator.config import Credential, Settings, Target
+from rotator.errors import ConfigError
+from rotator.oauth import TokenClient, verify_token
+from rotator.retry import Backoff
+from rotator.rotation import CredentialRotator, NullObserver, Observer, Schedule
+from rotator.secretsource import SecretProvider
+from rotator.stores.base import TokenStore
+
+if TYPE_CHECKING:
+    import requests
+
+    from rotator.token import Token
+
+SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
+
+
+class AwsClients:
+    """boto3 clients built lazily, one per (service, region), shared by every store.
+
+    Endpoints come from boto3's own variables (AWS_ENDPOINT_URL,
+    AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL_SSM); retries are ours
+    (tenacity), so botocore makes one attempt per call.
+    """
+
+    def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 10.0) -> None:
+        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._timeouts = (connect_timeout, read_timeout)
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        key = (service, region)
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = self._build(service, region)
+            return self._clients[key]
+
+    def _build(self, service: str, region: str | None) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        if self._session is None:
+            self._session = boto3.session.Session()
+        region = (
+            region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or self._session.region_name
+        )
+        if not region:
+            raise ConfigError(
+                f"no AWS region for {service}: set AWS_REGION (or the target's region key)"
+            )
+        config = Config(
+            connect_timeout=self._timeouts[0],
+            read_timeout=self._timeouts[1],
+            retries={"mode": "standard", "total_max_attempts": 1},
+            max_pool_connections=32,
+        )
+        return self._session.client(service, region_name=region, config=config)
+
+
+def build_store(target: Target, aws: AwsClients) -> TokenStore:
+    if target.type == "file":
+        from rotator.stores.file import FileStore
+
+        return FileStore(Path(target.ref), fmt=target.format)
+    if target.type == "ssm":
+        from rotator.stores.ssm import SsmStore
+
+        return SsmStore(
+            aws.client("ssm", target.region),
+            target.ref,
+            fmt=target.format,
+            kms_key_id=target.kms_key_id,
+        )
+    from rotator.stores.secretsmanager import SecretsManagerStore
+
+    return SecretsManagerStore(
+        aws.client("secretsmanager", target.region),
+        target.ref,
+        fmt=target.format,
+        create=target.create,
+        kms_key_id=target.kms_key_id,
+    )
+
+
+def build_session() -> requests.Session:
+    """One HTTP session for every token endpoint; TLS verification on,
+    REQUESTS_CA_BUNDLE honoured by requests itself."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=32, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = "rotator/0.1"
+    session.trust_env = True
+    return session
+
+
+@dataclass
+class App:
+    settings: Settings
+    clock: Clock
+    aws: AwsClients
+    observer: Observer
+    session: Any = None
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _secrets: dict[str, SecretProvider] = field(default_factory=dict)
+
+    def http(self) -> requests.Session:
+        if self.session is None:
+            self.session = build_session()
+        return self.session  # type: ignore[no-any-return]
+
+    def stores(self, credential: Credential) -> list[TokenStore]:
+        return [build_store(t, self.aws) for t in credential.targets]
+
+    def secret(self, credential: Credential) -> SecretProvider:
+        provider = self._secrets.get(credential.name)
+        if provider is None:
+            assert credential.secret_source is not None
+            provider = SecretProvider(
+                credential.secret_source, env=self.env, client_for=self.aws.client
+            )
+            self._secrets[credential.name] = provider
+        return provider
+
+    def token_client(self, credential: Credential) -> TokenClient:
+        refresh = credential.refresh
+        observer = self.observer
+        name = credential.name
+        return TokenClient(
+            self.http(),
+            token_url=credential.token_url,
+            client_id=credential.client_id,
+            client_secret=self.secret(credential),
+            clock=self.clock,
+            auth_method=credential.auth_method,
+            scope=credential.scope,
+            timeout=(refresh.connect_timeout_seconds, refresh.read_timeout_seconds),
+            verify=credential.ca_bundle or True,
+            on_request=lambda grant, outcome: observer.token_request(name, grant, outcome),
+        )
+
+    def verifier(self, credential: Credential) -> Any:
+        url = credential.verify_url
+        if url is None:
+            return None
+        refresh = credential.refresh
+        session = self.http()
+
+        def verify(token: Token) -> None:
+            verify_token(
+                session,
+                url,
+                token,
+                timeout=(refresh.connect_timeout_seconds, refresh.read_timeout_seconds),
+                verify=credential.ca_bundle or True,
+            )
+
+        return verify
+
+    def rotator(self, credential: Credential) -> CredentialRotator:
+        refresh = credential.refresh
+        return CredentialRotator(
+            credential.name,
+            fetcher=self.token_client(credential),
+            stores=self.stores(credential),
+            clock=self.clock,
+            schedule=Schedule(
+                ratio=refresh.ratio,
+                jitter_ratio=refresh.jitter_ratio,
+                safety_margin=_seconds(refresh.safety_margin_seconds),
+            ),
+            verify=self.verifier(credential),
+            observer=self.observer,
+        )
+
+    def backoff(self, credential: Credential | None = None) -> Backoff:
+        cap = (credential or self.settings.credentials[0]).refresh.max_retry_wait_seconds
+        return Backoff(initial=1.0, cap=cap, jitter=1.0)
+
+
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    observer: Observer | None = None,
+    session: Any = None,
+    env: Mapping[str, str] | None = None,
+    aws: AwsClients | None = None,
+) -> App:
+    first = settings.credentials[0].refresh
+    return App(
+        settings=settings,
+        clock=clock or SystemClock(),
+        aws=aws
+        or AwsClients(
+            connect_timeout=first.connect_timeout_seconds, read_timeout=first.read_timeout_seconds
+        ),
+        observer=observer or NullObserver(),
+        session=session,
+        env=os.environ if env is None else env,
+    )
+
+
+def write_rate_advice(credential: Credential, token: Token) -> str | None:
+    """A warning when a Secrets Manager target would be written faster than AWS advises."""
+    sm_targets = [t.ref for t in credential.targets if t.type == "secretsmanager"]
+    if not sm_targets:
+        return None
+    interval = token.lifetime.total_seconds() * credential.refresh.ratio
+    advised_lifespan = SM_ADVISED_WRITE_INTERVAL_SECONDS / credential.refresh.ratio
+    if interval >= SM_ADVISED_WRITE_INTERVAL_SECONDS:
+        return None
+    return (
+        f"credential={credential.name} secretsmanager target(s) {', '.join(sm_targets)} "
+        f"will be written every ~{interval:.0f} s; AWS advises at most one PutSecretValue "
+        f"per ~{SM_ADVISED_WRITE_INTERVAL_SECONDS:.0f} s sustained (versions pile up toward "
+        "the quota). Use an ssm target for short-lived tokens, or raise the client's access "
+        f"token lifespan to at least {advised_lifespan:.0f} s"
+    )
+
+
+def _seconds(value: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=value)

@@ -1,0 +1,164 @@
+"""Argument parsing and exit codes only: ``main(argv) -> int``.
+
+Exit codes: 0 success (rotated, or still fresh); 1 failed after retries, or
+verify_url refused the new token; 2 usage or configuration error; 3 the token
+endpoint rejected the client credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from rotator import __version__
+from rotator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RotatorError
+
+log = logging.getLogger("rotator")
+
+EPILOG = """exit codes: 0 success (rotated, or still fresh); 1 failed after retries, or
+verify_url refused the new token; 2 usage or configuration error; 3 the token
+endpoint rejected the client credentials. The client secret is never taken on
+the command line: see client_secret_env / _file / _secretsmanager / _ssm, or
+ROTATOR_CLIENT_SECRET / ROTATOR_CLIENT_SECRET_FILE."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _common(defaults: bool) -> _Parser:
+    """Options accepted before or after the subcommand."""
+    parser = _Parser(add_help=False)
+    suppress = argparse.SUPPRESS
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None if defaults else suppress,
+        help="TOML config file (default: $ROTATOR_CONFIG, else ROTATOR_* variables)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None if defaults else suppress,
+        help="log level (default: $ROTATOR_LOG_LEVEL or info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None if defaults else suppress,
+        help="log format (default: $ROTATOR_LOG_FORMAT or text)",
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rotator",
+        description="Keep a short-lived OAuth2 access token fresh in AWS Secrets Manager / SSM.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common(True)],
+    )
+    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    common = _common(False)
+
+    run = sub.add_parser("run", parents=[common], help="run the daemon")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve /metrics, /healthz and /readyz on PORT (default: off)",
+    )
+    once = sub.add_parser(
+        "once", parents=[common], help="rotate every credential that is due, then exit"
+    )
+    once.add_argument("--force", action="store_true", help="rotate even if the token is fresh")
+    get = sub.add_parser("get", parents=[common], help="print the published access token")
+    get.add_argument("--credential", metavar="NAME", help="which credential (default: the first)")
+    get.add_argument("--json", action="store_true", help="print the whole published document")
+    sub.add_parser(
+        "check",
+        parents=[common],
+        help="validate config, secret, token endpoint, verify_url and targets; publish nothing",
+    )
+    status = sub.add_parser(
+        "status", parents=[common], help="show every credential's published token"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    from rotator import logs
+
+    level = args.log_level or os.environ.get("ROTATOR_LOG_LEVEL", "info").lower()
+    fmt = args.log_format or os.environ.get("ROTATOR_LOG_FORMAT", "text").lower()
+    if level not in logs.LEVELS or fmt not in logs.FORMATS:
+        sys.stderr.write(
+            "rotator: error: ROTATOR_LOG_LEVEL must be one of debug, info, warning, error and "
+            "ROTATOR_LOG_FORMAT one of text, json\n"
+        )
+        return EXIT_USAGE
+    logs.setup(level, fmt)
+    try:
+        return _dispatch(args)
+    except RotatorError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_OK if args.command == "run" else EXIT_FAILED
+    except Exception as exc:  # never a traceback to a user
+        log.error("internal error: %s (run with --log-level debug for details)", type(exc).__name__)
+        log.debug("internal error detail", exc_info=exc)
+        return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from rotator import commands, config
+    from rotator.app import build
+
+    consumer = args.command in ("get", "status")
+    settings = config.load(args.config, require_client=not consumer)
+    if settings.source == "environment":
+        for key in config.unknown_env_keys(os.environ):
+            log.warning("ignoring unknown environment variable %s", key)
+    observer = None
+    if args.command == "run" and (
+        args.metrics_port is not None or settings.metrics_port is not None
+    ):
+        from rotator.health import Metrics
+
+        observer = Metrics()
+    app = build(settings, observer=observer)
+    if args.command == "once":
+        return commands.once(app, force=args.force)
+    if args.command == "get":
+        return commands.get(app, credential=args.credential, as_json=args.json)
+    if args.command == "check":
+        return commands.check(app)
+    if args.command == "status":
+        from rotator.status import status
+
+        return status(app, as_json=args.json)
+    return commands.run(app, metrics_port=args.metrics_port)
+
+
+def console_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""What each CLI verb does, given a built App. Returns exit codes; prints only
+what the verb is for (stdout), everything else goes to the log (stderr)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any, TextIO
+
+from rotator.app import App, build_store, write_rate_advice
+from rotator.clock import format_instant
+from rotator.config import Credential
+from rotator.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    RotatorError,
+)
+from rotator.retry import call_with_retries
+from rotator.rotation import CredentialRotator, describe_error
+
+log = logging.getLogger("rotator")
+
+_SEVERITY = {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_USAGE: 2, EXIT_REJECTED: 3}
+
+
+def worst(codes: Iterable[int]) -> int:
+    """The exit code of several results: rejected > usage > failed > ok."""
+    return max(codes, key=lambda c: _SEVERITY.get(c, 1), default=EXIT_OK)
+
+
+def exit_code_of(exc: BaseException) -> int:
+    return exc.exit_code if isinstance(exc, RotatorError) else EXIT_FAILED
+
+
+# ---------------------------------------------------------------- once
+
+
+def once(app: App, *, force: bool = False) -> int:
+    codes = [_once_one(app, cred, force=force) for cred in app.settings.credentials]
+    return worst(codes)
+
+
+def _once_one(app: App, credential: Credential, *, force: bool) -> int:
+    try:
+        rotator = app.rotator(credential)
+        result = _with_retries(app, credential, rotator, lambda: rotator.rotate(force=force))
+    except RotatorError as exc:
+        log.error("rotation failed credential=%s error=%s", credential.name, exc)
+        return exc.exit_code
+    next_at = rotator.next_run_at()
+    log.info(
+        "%s credential=%s expires_at=%s next_due=%s",
+        "fresh, nothing to do" if result.action == "adopted" else result.action,
+        credential.name,
+        format_instant(result.token.expires_at),
+        format_instant(next_at) if next_at else "-",
+    )
+    advice = write_rate_advice(credential, result.token)
+    if advice:
+        log.warning("%s", advice)
+    return EXIT_OK
+
+
+def _with_retries(
+    app: App, credential: Credential, rotator: CredentialRotator, fn: Callable[[], Any]
+) -> Any:
+    def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
+        app.observer.retry(credential.name, exc)
+        log.warning(
+            "attempt %d failed credential=%s error=%s retry_in=%.1fs",
+            attempt,
+            credential.name,
+            describe_error(exc),
+            wait,
+        )
+
+    return call_with_retries(
+        fn,
+        backoff=app.backoff(credential).capped(rotator.lifetime()),
+        clock=app.clock,
+        budget=timedelta(seconds=credential.refresh.retry_budget_seconds),
+        stop_event=app.stop_event,
+        on_retry=on_retry,
+    )
+
+
+# ---------------------------------------------------------------- get
+
+
+def get(app: App, *, credential: str | None, as_json: bool, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    cred = app.settings.credential(credential)
+    target = cred.targets[0]
+    store = build_store(target, app.aws)
+    reading = store.get()
+    if reading.is_missing:
+        log.error("no token published credential=%s target=%s", cred.name, store.name)
+        return EXIT_FAILED
+    if reading.problem:
+        log.error(
+            "published token is unreadable credential=%s target=%s problem=%s",
+            cred.name,
+            store.name,
+            reading.problem,
+        )
+        return EXIT_FAILED
+    token = reading.token
+    if token is None:  # an opaque raw token: its expiry cannot be known
+        if as_json:
+            log.error("target %s holds a raw opaque token: no document to show", store.name)
+            return EXIT_FAILED
+        out.write((reading.value or "") + "\n")
+        return EXIT_OK
+    now = app.clock.now()
+    if token.is_expired(now):
+        log.error(
+            "published token expired credential=%s target=%s expires_at=%s",
+            cred.name,
+            store.name,
+            format_instant(token.expires_at),
+        )
+        return EXIT_FAILED
+    if as_json:
+        out.write(json.dumps(token.to_document()) + "\n")
+    else:
+        out.write(token.access_token + "\n")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- check
+
+
+def check(app: App, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    codes = [_check_one(app, cred, out) for cred in app.settings.credentials]
+    return worst(codes)
+
+
+def _check_one(app: App, cred: Credential, out: TextIO) -> int:
+    def say(step: str, outcome: str) -> None:
+        out.write(f"{cred.name}: {step}: {outcome}\n")
+        out.flush()
+
+    say("config", f"ok ({app.settings.source})")
+    try:
+        app.secret(cred).get()
+    except RotatorError as exc:
+        say("client secret", f"FAILED: {exc}")
+        return exc.exit_code
+    say("client secret", f"ok ({cred.secret_source.kind if cred.secret_source else '-'})")
+    client = app.token_client(cred)
+    rotator = app.rotator(cred)
+    try:
+        grant = _with_retries(app, cred, rotator, client.client_credentials)
+    except RotatorError as exc:
+        say("token endpoint", f"FAILED: {exc}")
+        return exc.exit_code
+    token = grant.token
+    say(
+        "token endpoint",
+        f"ok (expires_in={token.lifetime.total_seconds():.0f}s, "
+        f"refresh_token={'yes' if grant.refresh_token else 'no'})",
+    )
+    code = EXIT_OK
+    verify = app.verifier(cred)
+    if verify is not None:
+        try:
+            _with_retries(app, cred, rotator, lambda: verify(token))
+            say("verify_url", "ok")
+        except RotatorError as exc:
+            say("verify_url", f"FAILED: {exc}")
+            code = worst([code, exc.exit_code])
+    for store in rotator.stores:
+        try:
+            store.ping()
+            say(f"target {store.name}", "ok")
+        except RotatorError as exc:
+            say(f"target {store.name}", f"FAILED: {exc}")
+            code = worst([code, exc.exit_code])
+    advice = write_rate_advice(cred, token)
+    if advice:
+        say("advice", advice)
+    return code
+
+
+# ---------------------------------------------------------------- run
+
+
+def run(app: App, *, metrics_port: int | None = None) -> int:
+    from rotator.scheduler import Daemon
+
+    settings = app.settings
+    rotators = [app.rotator(cred) for cred in settings.credentials]
+    by_name = {c.name: c for c in settings.credentials}
+    daemon = Daemon(
+        rotators,
+        clock=app.clock,
+        backoff=app.backoff(),
+        observer=app.observer,
+        stop_event=app.stop_event,
+        max_workers=min(32, len(rotators) + 1),
+        advise=lambda name, token: write_rate_advice(by_name[name], token),
+    )
+    _install_signal_handlers(app.stop_event)
+    server = None
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    if port is not None:
+        from rotator.health import HealthServer
+
+        server = HealthServer(app, daemon, host=settings.metrics_host, port=port)
+        server.start()
+        log.info("metrics and health on port %d (/metrics, /healthz, /readyz)", server.port)
+    log.info(
+        "daemon started credentials=%d targets=%d",
+        len(rotators),
+        sum(len(r.stores) for r in rotators),
+    )
+    try:
+        daemon.run_until_stopped()
+    finally:
+        if server is not None:
+            server.stop()
+    log.info("daemon stopped")
+    return EXIT_OK
+
+
+def _install_signal_handlers(event: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received %s, finishing in-flight work", signal.Signals(signum).name)
+        event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

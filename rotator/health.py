@@ -1,0 +1,199 @@
+"""Prometheus metrics and the /healthz and /readyz endpoints of the daemon.
+
+The server runs on its own thread and reads only in-memory state, so it
+answers at once even while a rotation is stuck on a slow endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from rotator.token import Token
+
+if TYPE_CHECKING:
+    from rotator.app import App
+    from rotator.scheduler import Daemon
+
+
+class Metrics:
+    """An Observer that keeps Prometheus metrics in its own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.expiry = Gauge(
+            "rotator_token_expiry_timestamp_seconds",
+            "Unix time at which the published token expires.",
+            ["credential"],
+            registry=r,
+        )
+        self.next_rotation = Gauge(
+            "rotator_next_rotation_timestamp_seconds",
+            "Unix time of the next planned rotation attempt.",
+            ["credential"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "rotator_last_success_timestamp_seconds",
+            "Unix time of the last successful rotation step.",
+            ["credential"],
+            registry=r,
+        )
+        self.healthy = Gauge(
+            "rotator_credential_healthy",
+            "1 when the last rotation step of the credential succeeded, else 0.",
+            ["credential"],
+            registry=r,
+        )
+        self.rotations = Counter(
+            "rotator_rotations_total",
+            "Rotation steps by result (rotated, adopted, published, error).",
+            ["credential", "result"],
+            registry=r,
+        )
+        self.token_requests = Counter(
+            "rotator_token_requests_total",
+            "Token endpoint requests by grant type and outcome.",
+            ["credential", "grant", "outcome"],
+            registry=r,
+        )
+        self.publishes = Counter(
+            "rotator_publishes_total",
+            "Publishes by target and outcome (ok, kept_newer, error).",
+            ["credential", "target", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "rotator_retries_total",
+            "Failed attempts that will be retried.",
+            ["credential"],
+            registry=r,
+        )
+        self.sm_interval = Gauge(
+            "rotator_secretsmanager_write_interval_seconds",
+            "Expected seconds between PutSecretValue calls (AWS advises >= 600).",
+            ["credential"],
+            registry=r,
+        )
+
+    def token_request(self, credential: str, grant: str, outcome: str) -> None:
+        self.token_requests.labels(credential, grant, outcome).inc()
+
+    def publish(self, credential: str, target: str, outcome: str) -> None:
+        self.publishes.labels(credential, target, outcome).inc()
+
+    def rotation(self, credential: str, result: str) -> None:
+        self.rotations.labels(credential, result).inc()
+        ok = result not in ("error", "internal_error")
+        self.healthy.labels(credential).set(1 if ok else 0)
+        if ok:
+            self.last_success.labels(credential).set_to_current_time()
+
+    def published(self, credential: str, token: Token) -> None:
+        self.expiry.labels(credential).set(token.expires_at.timestamp())
+
+    def scheduled(self, credential: str, at: datetime) -> None:
+        self.next_rotation.labels(credential).set(at.timestamp())
+
+    def retry(self, credential: str, error: BaseException) -> None:
+        self.retries.labels(credential).inc()
+
+    def secretsmanager_interval(self, credential: str, seconds: float) -> None:
+        self.sm_interval.labels(credential).set(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthServer:
+    """/metrics, /healthz (the scheduler is alive) and /readyz (every credential
+    has a published token with more than the readiness margin left)."""
+
+    def __init__(self, app: App, daemon: Daemon, *, host: str = "0.0.0.0", port: int = 0) -> None:  # noqa: S104
+        self._app = app
+        self._daemon = daemon
+        handler = _handler(self)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="rotator-health", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def metrics(self) -> bytes:
+        observer = self._app.observer
+        if isinstance(observer, Metrics):
+            return observer.exposition()
+        return b""
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        alive = self._daemon.is_alive and not self._daemon.stop_event.is_set()
+        body: dict[str, Any] = {"status": "ok" if alive else "down", "credentials": {}}
+        for name, state in self._daemon.states.items():
+            body["credentials"][name] = {
+                "consecutive_failures": state.consecutive_failures,
+                "last_error": state.last_error,
+                "next_run_at": state.next_run_at.isoformat() if state.next_run_at else None,
+            }
+        return alive, body
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        now = self._app.clock.now()
+        margin = self._app.settings.readiness_margin_seconds
+        ready = True
+        creds: dict[str, Any] = {}
+        for rotator in self._daemon.rotators:
+            token = rotator.token
+            left = None if token is None else (token.expires_at - now).total_seconds()
+            ok = left is not None and left > margin
+            ready = ready and ok
+            creds[rotator.name] = {"ready": ok, "seconds_left": left}
+        return ready, {"status": "ready" if ready else "not ready", "credentials": creds}
+
+
+def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, server.metrics(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok, body = server.liveness()
+                self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+            elif path == "/readyz":
+                ok, body = server.readiness()
+                self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    return Handler

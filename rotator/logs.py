@@ -1,0 +1,58 @@
+"""Logging set-up: one line per event, text or JSON, with secrets scrubbed.
+
+Nothing here logs a request, a response body or an environment; the scrub is
+a last line of defence for any registered secret that slips into a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import TextIO
+
+from rotator.secret import scrub
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self._json = fmt == "json"
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            # never a traceback: the error's own one-line text
+            message = f"{message}: {type(record.exc_info[1]).__name__}"
+        message = scrub(" ".join(message.split()))
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        if self._json:
+            return json.dumps(
+                {
+                    "time": ts + "Z",
+                    "level": record.levelname.lower(),
+                    "logger": record.name,
+                    "message": message,
+                },
+                ensure_ascii=False,
+            )
+        return f"{ts}Z {record.levelname:<7} {message}"
+
+
+def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Configure the root logger once; quiet chatty libraries."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_ScrubbingFormatter(fmt))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("apscheduler", "botocore", "boto3", "urllib3", "s3transfer", "tenacity"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # APScheduler logs job exceptions with tracebacks; our jobs never raise, but be sure.
+    logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)

@@ -1,0 +1,406 @@
+"""The token endpoint client: client_credentials, refresh_token, fallback,
+response validation and RFC 6749 error mapping.
+
+Parsing is pure (``parse_response``) so it is tested without sockets; the
+``TokenClient`` only adds the HTTP call, its timeouts and its size cap.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeGuard
+from urllib.parse import urlsplit, urlunsplit
+
+from rotator.clock import Clock
+from rotator.config import is_loopback
+from rotator.errors import (
+    ConfigError,
+    CredentialsRejected,
+    InvalidGrant,
+    InvalidTokenResponse,
+    TokenEndpointError,
+    TokenEndpointUnavailable,
+    TokenRequestRejected,
+)
+from rotator.secret import Secret, register
+from rotator.token import Token, jwt_claims
+
+if TYPE_CHECKING:
+    import requests
+
+MAX_BODY_BYTES = 1 << 20  # a token response is a few KB; cap what we read
+MAX_EXPIRES_IN = 366 * 24 * 3600  # anything longer is not a short-lived token
+MAX_RETRY_AFTER = 3600.0
+REJECTED_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A token endpoint answer: the access token, and a refresh token if one came."""
+
+    token: Token
+    refresh_token: Secret | None = field(default=None, repr=False)
+    refresh_expires_at: datetime | None = None
+
+    def can_refresh(self, now: datetime) -> bool:
+        return (
+            self.refresh_token is not None
+            and self.refresh_expires_at is not None
+            and now < self.refresh_expires_at
+        )
+
+
+def safe_url(url: str) -> str:
+    """The URL without query, fragment or user info, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), capped; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max((when - now).total_seconds(), 0.0), MAX_RETRY_AFTER)
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def parse_response(
+    *,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    sent_at: datetime,
+    url: str,
+    grant_type: str,
+) -> Grant:
+    """Turn one HTTP answer from the token endpoint into a Grant or a precise error."""
+    where = f"token endpoint {safe_url(url)}"
+    if status >= 500 or status in (408, 425, 429):
+        retry_after = parse_retry_after(headers.get("Retry-After"), sent_at)
+        hint = f", Retry-After {retry_after:g} s" if retry_after is not None else ""
+        raise TokenEndpointUnavailable(
+            f"{where} answered HTTP {status}{hint}",
+            retry_after=retry_after,
+            url=safe_url(url),
+            status=status,
+        )
+    if status >= 400:
+        raise _rejection(status, body, where, url, grant_type)
+    if not 200 <= status < 300:
+        raise InvalidTokenResponse(
+            f"{where} answered HTTP {status}, expected 200", url=safe_url(url), status=status
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        kind = "HTML" if body.lstrip()[:1] == b"<" else "non-JSON"
+        raise InvalidTokenResponse(
+            f"{where} answered HTTP {status} with a {kind} body, not a token",
+            url=safe_url(url),
+            status=status,
+        ) from None
+    return parse_token(data, sent_at=sent_at, where=where, url=url, status=status)
+
+
+def parse_token(
+    data: Any, *, sent_at: datetime, where: str, url: str = "", status: int = 200
+) -> Grant:
+    """Validate a decoded success body; expiry counts from when the request was sent."""
+
+    def bad(reason: str) -> InvalidTokenResponse:
+        return InvalidTokenResponse(f"{where}: {reason}", url=safe_url(url), status=status)
+
+    if not isinstance(data, dict):
+        raise bad("response is not a JSON object")
+    access_token = data.get("access_token")
+    if not isinstance(access_token, str) or not access_token.strip():
+        raise bad("response has no access_token string")
+    register(access_token)
+    token_type = data.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise bad(f"token_type must be Bearer, got {_one_line(repr(token_type), 40)}")
+    lifetime = _lifetime(data, access_token, sent_at, bad)
+    scope = data.get("scope")
+    token = Token(
+        access_token=access_token,
+        token_type="Bearer",
+        issued_at=sent_at,
+        expires_at=sent_at + lifetime,
+        scope=scope if isinstance(scope, str) and scope.strip() else None,
+    )
+    refresh_token = data.get("refresh_token")
+    raw_refresh_expires_in = data.get("refresh_expires_in")
+    refresh_expires_in = (
+        float(raw_refresh_expires_in) if _is_number(raw_refresh_expires_in) else 0.0
+    )
+    if isinstance(refresh_token, str) and refresh_token and refresh_expires_in > 0:
+        return Grant(
+            token=token,
+            refresh_token=Secret(refresh_token),
+            refresh_expires_at=sent_at + timedelta(seconds=refresh_expires_in),
+        )
+    return Grant(token=token)
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _lifetime(
+    data: dict[str, Any],
+    access_token: str,
+    sent_at: datetime,
+    bad: Callable[[str], InvalidTokenResponse],
+) -> timedelta:
+    if "expires_in" in data:
+        expires_in = data["expires_in"]
+        if isinstance(expires_in, str) and expires_in.strip().isdigit():
+            expires_in = int(expires_in)  # some servers send it quoted
+        if not _is_number(expires_in):
+            raise bad(f"expires_in must be a number, got {_one_line(repr(expires_in), 40)}")
+        if expires_in <= 0:
+            raise bad(f"expires_in must be positive, got {expires_in!r}")
+        if expires_in > MAX_EXPIRES_IN:
+            raise bad(f"expires_in is absurdly large: {expires_in!r} s")
+        return timedelta(seconds=float(expires_in))
+    claims = jwt_claims(access_token)
+    exp = None if claims is None else claims.get("exp")
+    if not _is_number(exp):
+        raise bad("response has no expires_in and the token carries no JWT exp claim")
+    assert exp is not None
+    lifetime = datetime.fromtimestamp(float(exp), UTC) - sent_at
+    if lifetime <= timedelta(0):
+        raise bad("the token's JWT exp claim is already in the past")
+    if lifetime > timedelta(seconds=MAX_EXPIRES_IN):
+        raise bad("the token's JWT exp claim is absurdly far away")
+    return lifetime
+
+
+def _rejection(
+    status: int, body: bytes, where: str, url: str, grant_type: str
+) -> TokenEndpointError:
+    error: str | None = None
+    description: str | None = None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    if isinstance(data, dict):
+        if isinstance(data.get("error"), str):
+            error = _one_line(data["error"], 60)
+        if isinstance(data.get("error_description"), str):
+            description = _one_line(data["error_description"])
+    detail = error or "no error code"
+    if description:
+        detail = f"{detail}: {description}"
+    kw: dict[str, Any] = {
+        "url": safe_url(url),
+        "status": status,
+        "error": error,
+        "description": description,
+    }
+    if error in REJECTED_CLIENT_ERRORS or (status == 401 and error is None):
+        return CredentialsRejected(f"{where} rejected the client credentials ({detail})", **kw)
+    if error == "invalid_grant" and grant_type == "refresh_token":
+        return InvalidGrant(f"{where} rejected the refresh token ({detail})", **kw)
+    return TokenRequestRejected(f"{where} refused the {grant_type} request ({detail})", **kw)
+
+
+class TokenClient:
+    """Gets tokens from one token endpoint for one client."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        token_url: str,
+        client_id: str,
+        client_secret: Callable[[], Secret],
+        clock: Clock,
+        auth_method: str = "client_secret_post",
+        scope: str | None = None,
+        timeout: tuple[float, float] = (5.0, 10.0),
+        verify: str | bool = True,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        on_request: Callable[[str, str], None] | None = None,
+    ) -> None:
+        parts = urlsplit(token_url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
+            raise ConfigError(
+                f"token_url: plain http:// is refused except to loopback: {safe_url(token_url)!r}"
+            )
+        self._session = session
+        self._url = token_url
+        self._client_id = client_id
+        self._secret = client_secret
+        self._clock = clock
+        self._auth_method = auth_method
+        self._scope = scope
+        self._timeout = timeout
+        self._verify = verify
+        self._max_body = max_body_bytes
+        self._on_request = on_request or (lambda grant, outcome: None)
+
+    def __repr__(self) -> str:
+        return f"TokenClient({safe_url(self._url)!r}, client_id={self._client_id!r})"
+
+    @property
+    def url(self) -> str:
+        return safe_url(self._url)
+
+    def fetch(self, previous: Grant | None = None) -> Grant:
+        """A fresh token: the refresh grant when `previous` still allows it, with an
+        immediate fallback to client_credentials when the refresh token is rejected."""
+        if (
+            previous is not None
+            and previous.refresh_token is not None
+            and previous.can_refresh(self._clock.now())
+        ):
+            try:
+                return self.refresh(previous.refresh_token)
+            except InvalidGrant:
+                pass  # the cure is a fresh client_credentials grant, at once
+        return self.client_credentials()
+
+    def client_credentials(self) -> Grant:
+        form = {"grant_type": "client_credentials"}
+        if self._scope:
+            form["scope"] = self._scope
+        return self._post(form, "client_credentials")
+
+    def refresh(self, refresh_token: Secret) -> Grant:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token.reveal()}
+        return self._post(form, "refresh_token")
+
+    def _post(self, form: dict[str, str], grant_type: str) -> Grant:
+        import requests
+
+        secret = self._secret().reveal()
+        auth: tuple[str, str] | None = None
+        if self._auth_method == "client_secret_basic":
+            # RFC 6749 2.3.1: both parts form-urlencoded before Basic encoding.
+            from urllib.parse import quote_plus
+
+            auth = (quote_plus(self._client_id), quote_plus(secret))
+        else:
+            form = {**form, "client_id": self._client_id, "client_secret": secret}
+        sent_at = self._clock.now()
+        where = f"token endpoint {safe_url(self._url)}"
+        try:
+            response = self._session.post(
+                self._url,
+                data=form,
+                auth=auth,
+                headers={"Accept": "application/json"},
+                timeout=self._timeout,
+                verify=self._verify,
+                stream=True,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            self._on_request(grant_type, "timeout")
+            raise TokenEndpointUnavailable(f"{where} timed out", url=safe_url(self._url)) from None
+        except requests.exceptions.SSLError as exc:
+            self._on_request(grant_type, "tls_error")
+            raise TokenEndpointUnavailable(
+                f"{where}: TLS verification failed ({type(exc).__name__})", url=safe_url(self._url)
+            ) from None
+        except requests.RequestException as exc:
+            self._on_request(grant_type, "connection_error")
+            raise TokenEndpointUnavailable(
+                f"{where} is unreachable ({type(exc).__name__})", url=safe_url(self._url)
+            ) from None
+        try:
+            body = self._read_capped(response, where)
+        finally:
+            response.close()
+        try:
+            grant = parse_response(
+                status=response.status_code,
+                headers=response.headers,
+                body=body,
+                sent_at=sent_at,
+                url=self._url,
+                grant_type=grant_type,
+            )
+        except TokenEndpointError as exc:
+            self._on_request(grant_type, exc.error or f"http_{response.status_code}")
+            raise
+        self._on_request(grant_type, "ok")
+        return grant
+
+    def _read_capped(self, response: requests.Response, where: str) -> bytes:
+        import requests
+
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=65536):
+                size += len(chunk)
+                if size > self._max_body:
+                    raise InvalidTokenResponse(
+                        f"{where}: response body is larger than {self._max_body} bytes",
+                        url=safe_url(self._url),
+                        status=response.status_code,
+                    )
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise TokenEndpointUnavailable(
+                f"{where}: the response was cut off ({type(exc).__name__})",
+                url=safe_url(self._url),
+                status=response.status_code,
+            ) from None
+        return b"".join(chunks)
+
+
+def verify_token(
+    session: requests.Session,
+    url: str,
+    token: Token,
+    *,
+    timeout: tuple[float, float] = (5.0, 10.0),
+    verify: str | bool = True,
+) -> None:
+    """GET `url` with the new token; anything but 2xx is a VerificationFailed."""
+    import requests
+
+    from rotator.errors import VerificationFailed, VerificationUnavailable
+
+    where = f"verify_url {safe_url(url)}"
+    try:
+        response = session.get(
+            url,
+            headers={"Authorization": f"Bearer {token.access_token}"},
+            timeout=timeout,
+            verify=verify,
+            allow_redirects=False,
+            stream=True,
+        )
+    except requests.RequestException as exc:
+        raise VerificationUnavailable(f"{where} is unreachable ({type(exc).__name__})") from None
+    response.close()
+    if response.status_code >= 500 or response.status_code == 429:
+        raise VerificationUnavailable(f"{where} answered HTTP {response.status_code}")
+    if not 200 <= response.status_code < 300:
+        raise VerificationFailed(f"{where} refused the new token: HTTP {response.status_code}")

@@ -1,0 +1,105 @@
+"""The retry policy: what is transient, how long to wait, when to give up.
+
+tenacity supplies the exponential back-off with jitter; we add Retry-After
+and a cap tied to the token's lifetime. The same ``Backoff`` serves the daemon
+(which reschedules instead of sleeping) and ``once`` (a tenacity loop whose
+sleep waits on the shutdown event, so SIGTERM cuts a back-off short).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import tenacity
+
+from rotator.clock import Clock
+from rotator.errors import RotatorError
+
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    return isinstance(exc, RotatorError) and exc.is_transient
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off with jitter, capped, honouring Retry-After."""
+
+    initial: float = 1.0
+    cap: float = 30.0
+    jitter: float = 1.0
+
+    def capped(self, lifetime: timedelta | None) -> Backoff:
+        """This policy with its cap lowered to a quarter of a token's lifetime."""
+        if lifetime is None or lifetime <= timedelta(0):
+            return self
+        quarter = lifetime.total_seconds() / 4
+        if quarter >= self.cap:
+            return self
+        return Backoff(
+            initial=min(self.initial, quarter), cap=quarter, jitter=min(self.jitter, quarter)
+        )
+
+    def wait(self, attempt: int, exc: BaseException | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after >= 0:
+            return min(float(retry_after), self.cap)
+        strategy = tenacity.wait_exponential_jitter(
+            initial=self.initial, max=self.cap, jitter=self.jitter
+        )
+        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = max(1, attempt)
+        return min(float(strategy(state)), self.cap)
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    *,
+    backoff: Backoff,
+    clock: Clock,
+    budget: timedelta,
+    stop_event: threading.Event | None = None,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+) -> T:
+    """Call `fn` until it succeeds, a non-transient error, or the budget runs out.
+
+    The last error is re-raised unchanged. Waits go through `clock.wait` so
+    tests record them and a set `stop_event` ends them at once.
+    """
+    started = clock.now()
+    event = stop_event or threading.Event()
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if event.is_set():
+            return True
+        elapsed = (clock.now() - started).total_seconds()
+        return elapsed + state.upcoming_sleep > budget.total_seconds()
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return backoff.wait(state.attempt_number, exc)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None:
+            exc = state.outcome.exception()
+            if exc is not None:
+                on_retry(state.attempt_number, exc, state.upcoming_sleep)
+
+    def sleep(seconds: float) -> None:
+        clock.wait(seconds, event)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=wait,
+        stop=stop,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(fn)

@@ -1,0 +1,295 @@
+"""One rotation step for one credential, and the pure function that says when
+the next one is due.
+
+A step reads every target first: a token that another replica (or an earlier
+run of this process) published and that is not yet due is adopted instead of
+fetching a new one. A fetched token is kept in memory until every target has
+it, so a failed publish is retried without asking the token endpoint again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from rotator.clock import Clock, format_instant
+from rotator.errors import RotatorError, StoreError
+from rotator.oauth import Grant
+from rotator.stores.base import Reading, TokenStore
+from rotator.token import Token
+
+log = logging.getLogger("rotator")
+
+
+# ---------------------------------------------------------------- the pure policy
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When to refresh: at `ratio` of the lifetime minus up to `jitter_ratio` of it,
+    never later than `safety_margin` (at most a quarter of the lifetime) before expiry."""
+
+    ratio: float = 0.75
+    jitter_ratio: float = 0.05
+    safety_margin: timedelta = timedelta(seconds=30)
+
+    def _margin(self, token: Token) -> timedelta:
+        return min(self.safety_margin, token.lifetime * (1 - self.ratio))
+
+    def _latest(self, token: Token) -> datetime:
+        planned = token.issued_at + token.lifetime * self.ratio
+        return min(planned, token.expires_at - self._margin(token))
+
+    def due_at(self, token: Token) -> datetime:
+        """The earliest instant a planned refresh may happen: from then on the token is due."""
+        earliest = token.issued_at + token.lifetime * (self.ratio - self.jitter_ratio)
+        return min(earliest, self._latest(token))
+
+    def is_due(self, token: Token, now: datetime) -> bool:
+        return now >= self.due_at(token)
+
+    def next_run_at(self, token: Token, now: datetime, rand: float) -> datetime:
+        """The planned refresh of `token`, `rand` in [0, 1) drawing the jitter.
+
+        Measured against `now` so that a clock that jumped backwards never
+        pushes the run beyond one planned interval, and one that jumped
+        forwards runs it once, now, rather than in a burst.
+        """
+        jitter = token.lifetime * (self.jitter_ratio * rand)
+        planned = max(self.due_at(token), self._latest(token) - jitter)
+        longest = token.lifetime * self.ratio
+        if planned - now > longest:
+            planned = now + longest
+        return max(planned, now)
+
+
+# ---------------------------------------------------------------- observation
+
+
+class Observer(Protocol):
+    """Receives what happens, for metrics and health; must never raise."""
+
+    def token_request(self, credential: str, grant: str, outcome: str) -> None: ...
+    def publish(self, credential: str, target: str, outcome: str) -> None: ...
+    def rotation(self, credential: str, result: str) -> None: ...
+    def published(self, credential: str, token: Token) -> None: ...
+    def scheduled(self, credential: str, at: datetime) -> None: ...
+    def retry(self, credential: str, error: BaseException) -> None: ...
+
+
+class NullObserver:
+    def token_request(self, credential: str, grant: str, outcome: str) -> None:
+        pass
+
+    def publish(self, credential: str, target: str, outcome: str) -> None:
+        pass
+
+    def rotation(self, credential: str, result: str) -> None:
+        pass
+
+    def published(self, credential: str, token: Token) -> None:
+        pass
+
+    def scheduled(self, credential: str, at: datetime) -> None:
+        pass
+
+    def retry(self, credential: str, error: BaseException) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- the step
+
+
+class Fetcher(Protocol):
+    def fetch(self, previous: Grant | None = None) -> Grant: ...
+
+
+class PublishFailed(StoreError):
+    """At least one target did not take the token; the others did."""
+
+    def __init__(self, failures: Sequence[tuple[str, StoreError]]) -> None:
+        text = "; ".join(str(err) for _, err in failures)
+        super().__init__(f"publish failed for {len(failures)} target(s): {text}")
+        self.failures = list(failures)
+        self.is_transient = all(err.is_transient for _, err in failures)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step did: 'rotated' (fetched and published), 'adopted' (a fresh
+    published token was found), or 'published' (an in-memory token reached
+    the targets that had missed it)."""
+
+    action: str
+    token: Token
+    targets: tuple[str, ...] = field(default=())
+
+
+class CredentialRotator:
+    """Keeps one credential's token fresh in its targets."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        fetcher: Fetcher,
+        stores: Sequence[TokenStore],
+        clock: Clock,
+        schedule: Schedule | None = None,
+        verify: Callable[[Token], None] | None = None,
+        observer: Observer | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not stores:
+            raise ValueError("a credential needs at least one target")
+        self.name = name
+        self.stores = tuple(stores)
+        self.schedule = schedule or Schedule()
+        self._fetcher = fetcher
+        self._clock = clock
+        self._verify = verify
+        self._observer: Observer = observer or NullObserver()
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._grant: Grant | None = None
+        self._pending: tuple[Token, frozenset[str]] | None = None
+        self.token: Token | None = None  # the newest token known to be published
+
+    def __repr__(self) -> str:
+        return f"CredentialRotator({self.name!r}, targets={[s.name for s in self.stores]})"
+
+    def next_run_at(self, now: datetime | None = None) -> datetime | None:
+        if self.token is None:
+            return None
+        now = now or self._clock.now()
+        return self.schedule.next_run_at(self.token, now, self._rng())
+
+    def lifetime(self) -> timedelta | None:
+        return None if self.token is None else self.token.lifetime
+
+    def rotate(self, *, force: bool = False) -> StepResult:
+        """One step; raises RotatorError when the token could not be published everywhere."""
+        with self._lock:
+            return self._step(force=force)
+
+    # -- internals
+
+    def _step(self, *, force: bool) -> StepResult:
+        now = self._clock.now()
+        pending = self._pending
+        if pending is not None:
+            token, names = pending
+            if not self.schedule.is_due(token, now):
+                stores = [s for s in self.stores if s.name in names]
+                return self._publish(token, stores, {}, action="published")
+            self._pending = None
+        readings = self._read_all()
+        best = _newest(r.token for r in readings.values() if r is not None)
+        if best is not None and not force and not self.schedule.is_due(best, now):
+            self.token = best
+            behind = [
+                s
+                for s in self.stores
+                if (r := readings.get(s.name)) is not None
+                and (r.token is None or r.token.expires_at < best.expires_at)
+            ]
+            if behind:
+                return self._publish(best, behind, readings, action="adopted")
+            self._observer.published(self.name, best)
+            self._observer.rotation(self.name, "adopted")
+            return StepResult("adopted", best)
+        grant = self._fetcher.fetch(self._grant)
+        self._grant = grant
+        token = grant.token
+        if self._verify is not None:
+            self._verify(token)
+        return self._publish(token, list(self.stores), readings, action="rotated")
+
+    def _read_all(self) -> dict[str, Reading | None]:
+        readings: dict[str, Reading | None] = {}
+        for store in self.stores:
+            try:
+                reading = store.get()
+            except StoreError as exc:
+                log.warning(
+                    "read failed credential=%s target=%s error=%s", self.name, store.name, exc
+                )
+                readings[store.name] = None
+                continue
+            if reading.problem:
+                log.warning(
+                    "unreadable token credential=%s target=%s problem=%s",
+                    self.name,
+                    store.name,
+                    reading.problem,
+                )
+            readings[store.name] = reading
+        return readings
+
+    def _publish(
+        self,
+        token: Token,
+        stores: Sequence[TokenStore],
+        readings: dict[str, Reading | None],
+        *,
+        action: str,
+    ) -> StepResult:
+        failures: list[tuple[str, StoreError]] = []
+        newest = token
+        done: list[str] = []
+        for store in stores:
+            try:
+                result = store.put(token, readings.get(store.name))
+            except StoreError as exc:
+                failures.append((store.name, exc))
+                self._observer.publish(self.name, store.name, "error")
+                log.error(
+                    "publish failed credential=%s target=%s error=%s", self.name, store.name, exc
+                )
+                continue
+            done.append(store.name)
+            outcome = "ok" if result.is_ours else "kept_newer"
+            self._observer.publish(self.name, store.name, outcome)
+            if result.published.expires_at > newest.expires_at:
+                newest = result.published
+            log.info(
+                "%s credential=%s target=%s expires_at=%s",
+                "published" if result.is_ours else "kept newer token",
+                self.name,
+                store.name,
+                format_instant(result.published.expires_at),
+            )
+        if failures:
+            self._pending = (token, frozenset(name for name, _ in failures))
+            if done:
+                self._remember(newest)
+            raise PublishFailed(failures)
+        self._pending = None
+        self._remember(newest)
+        self._observer.rotation(self.name, action)
+        return StepResult(action, newest, tuple(done))
+
+    def _remember(self, token: Token) -> None:
+        if self.token is None or token.expires_at >= self.token.expires_at:
+            self.token = token
+        self._observer.published(self.name, self.token)
+
+
+def _newest(tokens: Iterable[Token | None]) -> Token | None:
+    best: Token | None = None
+    for token in tokens:
+        if token is not None and (best is None or token.expires_at > best.expires_at):
+            best = token
+    return best
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line for an error, never a traceback."""
+    if isinstance(exc, RotatorError):
+        return str(exc)
+    return f"internal error ({type(exc).__name__})"

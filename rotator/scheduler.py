@@ -1,0 +1,166 @@
+"""APScheduler wiring: one job chain per credential, rescheduled after every step.
+
+Each run is a one-off date job; its last act is to schedule the next one, from
+the published token's real lifetime after a success or on back-off after a
+failure. A job never sleeps, so a stuck credential holds one worker for at most
+its HTTP timeouts and never delays the others' schedules. Job ids are unique per
+run, so a job that reschedules itself can never collide with its own instance.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rotator.clock import Clock, format_instant
+from rotator.errors import RotatorError
+from rotator.retry import Backoff
+from rotator.rotation import CredentialRotator, Observer, describe_error
+from rotator.token import Token
+
+log = logging.getLogger("rotator")
+
+
+@dataclass
+class JobState:
+    """What the daemon knows of one credential, for health and status."""
+
+    next_run_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    running_since: datetime | None = None
+
+
+class Daemon:
+    """Runs every credential's rotation chain on a BackgroundScheduler."""
+
+    def __init__(
+        self,
+        rotators: Sequence[CredentialRotator],
+        *,
+        clock: Clock,
+        backoff: Backoff,
+        observer: Observer,
+        stop_event: threading.Event | None = None,
+        max_workers: int = 16,
+        advise: Callable[[str, Token], str | None] | None = None,
+    ) -> None:
+        self.rotators = list(rotators)
+        self.states = {r.name: JobState() for r in self.rotators}
+        self.stop_event = stop_event or threading.Event()
+        self._clock = clock
+        self._backoff = backoff
+        self._observer = observer
+        self._seq = itertools.count()
+        self._max_workers = max(1, min(max_workers, len(self.rotators)))
+        self._scheduler: Any = None
+        self._started = threading.Event()
+        self._advise = advise
+        self._advised: set[str] = set()
+
+    @property
+    def is_alive(self) -> bool:
+        sched = self._scheduler
+        return bool(sched is not None and getattr(sched, "running", False))
+
+    def start(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=self._max_workers)},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            timezone=UTC,
+        )
+        self._scheduler = scheduler
+        scheduler.start()
+        now = self._clock.now()
+        for rotator in self.rotators:
+            self._schedule(rotator, now)
+        self._started.set()
+
+    def run_until_stopped(self, poll: float = 0.5) -> None:
+        """Block until the stop event is set, then finish in-flight work and stop."""
+        if not self._started.is_set():
+            self.start()
+        while not self.stop_event.wait(poll):
+            pass
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        scheduler = self._scheduler
+        if scheduler is not None and getattr(scheduler, "running", False):
+            scheduler.shutdown(wait=True)
+
+    # -- the job
+
+    def _schedule(self, rotator: CredentialRotator, at: datetime) -> None:
+        if self.stop_event.is_set():
+            return
+        state = self.states[rotator.name]
+        state.next_run_at = at
+        self._observer.scheduled(rotator.name, at)
+        self._scheduler.add_job(
+            self._run,
+            trigger="date",
+            run_date=at,
+            args=(rotator,),
+            id=f"{rotator.name}#{next(self._seq)}",
+            name=f"rotate {rotator.name}",
+        )
+
+    def _run(self, rotator: CredentialRotator) -> None:
+        state = self.states[rotator.name]
+        next_at: datetime | None = None
+        started = self._clock.now()
+        state.running_since = started
+        try:
+            result = rotator.rotate()
+            now = self._clock.now()
+            next_at = rotator.next_run_at(now)
+            state.last_success_at = now
+            state.last_error = None
+            state.consecutive_failures = 0
+            if self._advise is not None and rotator.name not in self._advised:
+                self._advised.add(rotator.name)
+                advice = self._advise(rotator.name, result.token)
+                if advice:
+                    log.warning("%s", advice)
+            log.info(
+                "%s credential=%s expires_at=%s next_run=%s duration_ms=%d",
+                result.action,
+                rotator.name,
+                format_instant(result.token.expires_at),
+                format_instant(next_at) if next_at else "-",
+                (now - started).total_seconds() * 1000,
+            )
+        except Exception as exc:  # a job must never break its chain
+            state.consecutive_failures += 1
+            state.last_error = describe_error(exc)
+            self._observer.retry(rotator.name, exc)
+            if isinstance(exc, RotatorError):
+                self._observer.rotation(rotator.name, "error")
+            else:
+                self._observer.rotation(rotator.name, "internal_error")
+            backoff = self._backoff.capped(rotator.lifetime())
+            wait = backoff.wait(state.consecutive_failures, exc)
+            next_at = self._clock.now() + timedelta(seconds=wait)
+            log.error(
+                "rotation failed credential=%s attempt=%d error=%s retry_in=%.1fs",
+                rotator.name,
+                state.consecutive_failures,
+                describe_error(exc),
+                wait,
+            )
+        finally:
+            state.running_since = None
+            if next_at is None:
+                next_at = self._clock.now() + timedelta(seconds=self._backoff.cap)
+            self._schedule(rotator, next_at)

@@ -1,0 +1,137 @@
+"""`rotator status`: every credential and target with its published token's
+time left. Reads the stores only; never talks to the token endpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from rotator.app import App, build_store
+from rotator.clock import format_instant
+from rotator.errors import EXIT_FAILED, EXIT_OK, RotatorError
+from rotator.rotation import Schedule
+
+
+@dataclass(frozen=True)
+class Row:
+    credential: str
+    target: str
+    state: str  # fresh | due | expired | missing | unreadable | opaque | error
+    issued_at: str | None = None
+    expires_at: str | None = None
+    seconds_left: float | None = None
+    is_due: bool | None = None
+    detail: str | None = None
+
+
+def collect(app: App) -> list[Row]:
+    now = app.clock.now()
+    rows: list[Row] = []
+    for cred in app.settings.credentials:
+        refresh = cred.refresh
+        from datetime import timedelta
+
+        schedule = Schedule(
+            ratio=refresh.ratio,
+            jitter_ratio=refresh.jitter_ratio,
+            safety_margin=timedelta(seconds=refresh.safety_margin_seconds),
+        )
+        for target in cred.targets:
+            try:
+                reading = build_store(target, app.aws).get()
+            except RotatorError as exc:
+                rows.append(Row(cred.name, target.label, "error", detail=str(exc)))
+                continue
+            if reading.is_missing:
+                rows.append(Row(cred.name, target.label, "missing", is_due=True))
+                continue
+            if reading.problem:
+                rows.append(
+                    Row(cred.name, target.label, "unreadable", is_due=True, detail=reading.problem)
+                )
+                continue
+            token = reading.token
+            if token is None:
+                rows.append(Row(cred.name, target.label, "opaque", detail="raw token, no expiry"))
+                continue
+            left = (token.expires_at - now).total_seconds()
+            due = schedule.is_due(token, now)
+            state = "expired" if left <= 0 else ("due" if due else "fresh")
+            rows.append(
+                Row(
+                    cred.name,
+                    target.label,
+                    state,
+                    issued_at=format_instant(token.issued_at),
+                    expires_at=format_instant(token.expires_at),
+                    seconds_left=round(left, 1),
+                    is_due=due,
+                )
+            )
+    return rows
+
+
+_COLOURS = {
+    "fresh": "\033[32m",
+    "due": "\033[33m",
+    "expired": "\033[31m",
+    "missing": "\033[31m",
+    "unreadable": "\033[31m",
+    "error": "\033[31m",
+    "opaque": "\033[36m",
+}
+
+
+def _left(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds <= 0:
+        return "0s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def render(rows: list[Row], *, colour: bool) -> str:
+    header = ("CREDENTIAL", "TARGET", "STATE", "LEFT", "ISSUED_AT", "EXPIRES_AT", "DUE")
+    table = [header]
+    for row in rows:
+        table.append(
+            (
+                row.credential,
+                row.target,
+                row.state,
+                _left(row.seconds_left),
+                row.issued_at or "-",
+                row.expires_at or "-",
+                "-" if row.is_due is None else ("yes" if row.is_due else "no"),
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = []
+    for n, cells in enumerate(table):
+        parts = []
+        for i, cell in enumerate(cells):
+            text = cell.ljust(widths[i])
+            if colour and n > 0 and i == 2:
+                text = f"{_COLOURS.get(cell, '')}{text}\033[0m"
+            elif colour and n == 0:
+                text = f"\033[1m{text}\033[0m"
+            parts.append(text)
+        lines.append("  ".join(parts).rstrip())
+    for row in rows:
+        if row.detail and row.state in ("error", "unreadable"):
+            lines.append(f"  {row.credential} {row.target}: {row.detail}")
+    return "\n".join(lines) + "\n"
+
+
+def status(app: App, *, as_json: bool, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    rows = collect(app)
+    if as_json:
+        out.write(json.dumps([row.__dict__ for row in rows], indent=2) + "\n")
+    else:
+        out.write(render(rows, colour=out.isatty()))
+    bad = any(row.state in ("missing", "expired", "unreadable", "error") for row in rows)
+    return EXIT_FAILED if bad else EXIT_OK

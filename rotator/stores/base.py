@@ -1,0 +1,73 @@
+"""The TokenStore protocol every backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rotator.token import Token
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a store holds right now.
+
+    ``value`` is the stored string (None: nothing published). ``token`` is the
+    decoded token, None when missing, unreadable, or an opaque raw token whose
+    expiry cannot be known. ``version`` identifies what was read, for a
+    compare-and-set on backends that have one.
+    """
+
+    value: str | None = field(default=None, repr=False)
+    token: Token | None = None
+    version: str | None = None
+    problem: str | None = None
+
+    @property
+    def is_missing(self) -> bool:
+        return self.value is None
+
+    @property
+    def is_unreadable(self) -> bool:
+        return self.problem is not None
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """The outcome of a publish: what the store holds after it."""
+
+    published: Token
+    is_ours: bool
+    version: str | None = None
+
+
+class TokenStore(Protocol):
+    """A place a token is published to and read from."""
+
+    @property
+    def name(self) -> str:
+        """Human, secret-free identity for logs: e.g. 'secretsmanager:oms/token'."""
+        ...
+
+    @property
+    def format(self) -> str:
+        """'json' (the document) or 'raw' (the bare access token)."""
+        ...
+
+    def get(self) -> Reading:
+        """Read what is published. Missing is not an error; unreadable is reported
+        in ``Reading.problem``; access and availability failures raise StoreError."""
+        ...
+
+    def put(self, token: Token, basis: Reading | None = None) -> PutResult:
+        """Publish ``token`` unless the store already holds one that expires later.
+
+        ``basis`` is a reading taken shortly before; backends with a
+        compare-and-set use its version and, when another writer won, return
+        that writer's token with ``is_ours=False`` instead of overwriting it.
+        """
+        ...
+
+    def ping(self) -> None:
+        """Confirm the target is reachable and accessible, writing nothing."""
+        ...

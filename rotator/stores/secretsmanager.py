@@ -1,0 +1,258 @@
+"""AWS Secrets Manager as a token store, with a compare-and-set publish.
+
+A new value is written as a version labelled ``AWSPENDING`` and then promoted
+with ``UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId=new,
+RemoveFromVersionId=<the version we read>)``. That call fails with
+``InvalidParameterException`` when another writer moved ``AWSCURRENT`` first,
+so two rotators racing on one secret never overwrite a later token with an
+earlier one: the loser re-reads and adopts the winner (or tries again when its
+own token is the later one).
+
+Every read asks for ``VersionStage="AWSCURRENT"`` explicitly (moto may
+otherwise return a stale version) and ``AWSPENDING`` is removed from the
+promoted version, as real rotation code does.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from rotator.errors import StoreError, StoreNotFound, StoreUnavailable, StoreValueTooLarge
+from rotator.stores.aws import error_code, map_aws_error
+from rotator.stores.base import PutResult, Reading
+from rotator.token import Token, decode, encode
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+__all__ = ["IAM_ACTIONS", "MAX_VALUE_BYTES", "SecretsManagerStore"]
+
+log = logging.getLogger(__name__)
+
+# Every IAM action the calls below need (a test checks the two agree).
+IAM_ACTIONS: tuple[str, ...] = (
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:CreateSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+)
+
+MAX_VALUE_BYTES = 65_536
+CAS_ATTEMPTS = 3
+
+_GET = "secretsmanager:GetSecretValue"
+_DESCRIBE = "secretsmanager:DescribeSecret"
+_CREATE = "secretsmanager:CreateSecret"
+_PUT = "secretsmanager:PutSecretValue"
+_STAGE = "secretsmanager:UpdateSecretVersionStage"
+_CURRENT = "AWSCURRENT"
+_PENDING = "AWSPENDING"
+_AWS_ERRORS = (ClientError, BotoCoreError)
+
+
+class SecretsManagerStore:
+    """Publishes the token as the ``AWSCURRENT`` version of one secret."""
+
+    def __init__(
+        self,
+        client: SecretsManagerClient,
+        secret_id: str,
+        *,
+        fmt: str = "json",
+        create: bool = False,
+        kms_key_id: str | None = None,
+    ) -> None:
+        if not secret_id:
+            raise ValueError("secret_id must not be empty")
+        self._client = client
+        self._secret_id = secret_id
+        self._fmt = fmt
+        self._create = create
+        self._kms_key_id = kms_key_id
+
+    def __repr__(self) -> str:
+        return f"SecretsManagerStore({self._secret_id!r}, fmt={self._fmt!r})"
+
+    @property
+    def name(self) -> str:
+        return f"secretsmanager:{self._secret_id}"
+
+    @property
+    def format(self) -> str:
+        return self._fmt
+
+    def get(self) -> Reading:
+        try:
+            response = self._client.get_secret_value(
+                SecretId=self._secret_id, VersionStage=_CURRENT
+            )
+        except _AWS_ERRORS as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                # No secret, or a secret that has no AWSCURRENT value yet.
+                return Reading()
+            raise self._error(exc, _GET) from exc
+        version = response.get("VersionId")
+        value = response.get("SecretString")
+        if value is None:
+            return Reading(
+                value="",
+                version=version,
+                problem="secret holds SecretBinary, not a SecretString",
+            )
+        try:
+            token = decode(value, self._fmt)
+        except ValueError as exc:
+            return Reading(value=value, version=version, problem=f"{exc} ({self._fmt} format)")
+        return Reading(value=value, token=token, version=version)
+
+    def put(self, token: Token, basis: Reading | None = None) -> PutResult:
+        value = encode(token, self._fmt)
+        size = len(value.encode("utf-8"))
+        if size > MAX_VALUE_BYTES:
+            raise StoreValueTooLarge(
+                f"{_PUT} on {self._secret_id} refused: value is {size} bytes, "
+                f"Secrets Manager allows at most {MAX_VALUE_BYTES}",
+                target=self._secret_id,
+                action=_PUT,
+            )
+        if basis is None:
+            basis = self.get()
+        if _holds_later(basis, token):
+            return _adopt(basis)
+        if basis.is_missing and self._create:
+            version = self._create_secret(value)
+            if version is not None:
+                return PutResult(token, is_ours=True, version=version)
+            basis = self.get()  # someone else created it meanwhile
+            if _holds_later(basis, token):
+                return _adopt(basis)
+        return self._publish(token, value, basis)
+
+    def ping(self) -> None:
+        try:
+            self._client.describe_secret(SecretId=self._secret_id)
+        except _AWS_ERRORS as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                if self._create:
+                    return
+                raise self._not_found(_DESCRIBE) from exc
+            raise self._error(exc, _DESCRIBE) from exc
+
+    # -- internals ---------------------------------------------------------
+
+    def _create_secret(self, value: str) -> str | None:
+        """Create the secret holding ``value``; None when it already exists."""
+        request_token = str(uuid.uuid4())
+        try:
+            if self._kms_key_id:
+                response = self._client.create_secret(
+                    Name=self._secret_id,
+                    SecretString=value,
+                    ClientRequestToken=request_token,
+                    KmsKeyId=self._kms_key_id,
+                )
+            else:
+                response = self._client.create_secret(
+                    Name=self._secret_id,
+                    SecretString=value,
+                    ClientRequestToken=request_token,
+                )
+        except _AWS_ERRORS as exc:
+            if error_code(exc) == "ResourceExistsException":
+                return None
+            raise self._error(exc, _CREATE, value) from exc
+        log.info("created secret %s", self._secret_id)
+        return response.get("VersionId", request_token)
+
+    def _publish(self, token: Token, value: str, basis: Reading) -> PutResult:
+        new = str(uuid.uuid4())
+        try:
+            response = self._client.put_secret_value(
+                SecretId=self._secret_id,
+                SecretString=value,
+                ClientRequestToken=new,
+                VersionStages=[_PENDING],
+            )
+        except _AWS_ERRORS as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                raise self._not_found(_PUT) from exc
+            raise self._error(exc, _PUT, value) from exc
+        try:
+            if _CURRENT in response.get("VersionStages", []):
+                # The first version of an empty secret becomes AWSCURRENT at once.
+                return PutResult(token, is_ours=True, version=new)
+            return self._promote(token, new, basis)
+        finally:
+            self._drop_pending(new)
+
+    def _promote(self, token: Token, new: str, basis: Reading) -> PutResult:
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                if basis.version is None:
+                    self._client.update_secret_version_stage(
+                        SecretId=self._secret_id,
+                        VersionStage=_CURRENT,
+                        MoveToVersionId=new,
+                    )
+                else:
+                    self._client.update_secret_version_stage(
+                        SecretId=self._secret_id,
+                        VersionStage=_CURRENT,
+                        MoveToVersionId=new,
+                        RemoveFromVersionId=basis.version,
+                    )
+            except _AWS_ERRORS as exc:
+                if error_code(exc) != "InvalidParameterException":
+                    raise self._error(exc, _STAGE) from exc
+                # Another writer moved AWSCURRENT since our read.
+                basis = self.get()
+                if basis.version == new:
+                    return PutResult(token, is_ours=True, version=new)
+                if _holds_later(basis, token):
+                    log.info("%s: another writer published a later token", self.name)
+                    return _adopt(basis)
+                continue
+            return PutResult(token, is_ours=True, version=new)
+        raise StoreUnavailable(
+            f"{_STAGE} on {self._secret_id} lost the compare-and-set {CAS_ATTEMPTS} times "
+            "to other writers",
+            target=self._secret_id,
+            action=_STAGE,
+        )
+
+    def _drop_pending(self, new: str) -> None:
+        try:
+            self._client.update_secret_version_stage(
+                SecretId=self._secret_id,
+                VersionStage=_PENDING,
+                RemoveFromVersionId=new,
+            )
+        except _AWS_ERRORS as exc:
+            # Harmless: the label moves to the next writer's version anyway.
+            mapped = map_aws_error(exc, target=self._secret_id, action=_STAGE)
+            log.warning("%s: could not remove AWSPENDING: %s", self.name, mapped)
+
+    def _error(self, exc: Exception, action: str, value: str = "") -> StoreError:
+        return map_aws_error(exc, target=self._secret_id, action=action, redact=(value,))
+
+    def _not_found(self, action: str) -> StoreNotFound:
+        return StoreNotFound(
+            f"{action} on {self._secret_id}: the secret does not exist; "
+            "create it or set `create = true`",
+            target=self._secret_id,
+            action=action,
+        )
+
+
+def _holds_later(reading: Reading, token: Token) -> bool:
+    return reading.token is not None and reading.token.expires_at >= token.expires_at
+
+
+def _adopt(reading: Reading) -> PutResult:
+    assert reading.token is not None
+    return PutResult(reading.token, is_ours=False, version=reading.version)

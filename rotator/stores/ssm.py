@@ -1,0 +1,169 @@
+"""SSM Parameter Store (SecureString) as a token store.
+
+Parameter Store has no conditional write, so ``put`` re-reads the parameter
+just before writing and never replaces a token that expires later. A window
+remains between that read and the write: two writers that both read the old
+value can both write, and the one that writes last wins even if its token
+expires first. The loser's token stays valid until it expires, so readers are
+never handed a dead token, only one with a shorter remaining life; the next
+rotation of the other writer repairs it. Run one rotator per parameter (or use
+Secrets Manager) where this matters.
+
+Values up to 4,096 bytes are written in the free Standard tier, larger ones
+(up to 8,192) in the Advanced tier. Versions are never labelled: a label on
+the oldest of the 100 kept versions would make every later write fail with
+``ParameterMaxVersionLimitExceeded``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from rotator.errors import StoreError, StoreValueTooLarge
+from rotator.stores.aws import error_code, map_aws_error
+from rotator.stores.base import PutResult, Reading
+from rotator.token import Token, decode, encode
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
+    from mypy_boto3_ssm.type_defs import PutParameterResultTypeDef
+
+__all__ = ["IAM_ACTIONS", "MAX_ADVANCED_BYTES", "MAX_STANDARD_BYTES", "SsmStore"]
+
+log = logging.getLogger(__name__)
+
+# Every IAM action the calls below need (a test checks the two agree). A
+# customer managed KMS key also needs kms:Decrypt and kms:Encrypt on that key.
+IAM_ACTIONS: tuple[str, ...] = ("ssm:GetParameter", "ssm:PutParameter")
+
+MAX_STANDARD_BYTES = 4_096
+MAX_ADVANCED_BYTES = 8_192
+
+_GET = "ssm:GetParameter"
+_PUT = "ssm:PutParameter"
+_AWS_ERRORS = (ClientError, BotoCoreError)
+Tier = Literal["Standard", "Advanced"]
+
+
+class SsmStore:
+    """Publishes the token as one SecureString parameter."""
+
+    def __init__(
+        self,
+        client: SSMClient,
+        parameter: str,
+        *,
+        fmt: str = "json",
+        kms_key_id: str | None = None,
+    ) -> None:
+        if not parameter:
+            raise ValueError("parameter must not be empty")
+        self._client = client
+        self._parameter = parameter
+        self._fmt = fmt
+        self._kms_key_id = kms_key_id
+
+    def __repr__(self) -> str:
+        return f"SsmStore({self._parameter!r}, fmt={self._fmt!r})"
+
+    @property
+    def name(self) -> str:
+        return f"ssm:{self._parameter}"
+
+    @property
+    def format(self) -> str:
+        return self._fmt
+
+    def get(self) -> Reading:
+        try:
+            response = self._client.get_parameter(Name=self._parameter, WithDecryption=True)
+        except _AWS_ERRORS as exc:
+            if error_code(exc) == "ParameterNotFound":
+                return Reading()
+            raise self._error(exc, _GET) from exc
+        parameter = response["Parameter"]
+        value = parameter.get("Value", "")
+        version = str(parameter["Version"]) if "Version" in parameter else None
+        try:
+            token = decode(value, self._fmt)
+        except ValueError as exc:
+            return Reading(value=value, version=version, problem=f"{exc} ({self._fmt} format)")
+        return Reading(value=value, token=token, version=version)
+
+    def put(self, token: Token, basis: Reading | None = None) -> PutResult:
+        value = encode(token, self._fmt)
+        size = len(value.encode("utf-8"))
+        if size > MAX_ADVANCED_BYTES:
+            raise StoreValueTooLarge(
+                f"{_PUT} on {self._parameter} refused: value is {size} bytes, "
+                f"Parameter Store allows at most {MAX_ADVANCED_BYTES} (Advanced tier)",
+                target=self._parameter,
+                action=_PUT,
+            )
+        if basis is not None and _holds_later(basis, token):
+            return _adopt(basis)
+        # No conditional write exists: narrow the race by reading right before.
+        current = self.get()
+        if _holds_later(current, token):
+            return _adopt(current)
+        tier: Tier = "Standard" if size <= MAX_STANDARD_BYTES else "Advanced"
+        try:
+            response = self._put_parameter(value, tier)
+        except _AWS_ERRORS as exc:
+            if not (tier == "Standard" and _is_downgrade_refusal(exc)):
+                raise self._error(exc, _PUT, value) from exc
+            log.info("%s is an Advanced parameter already: writing Advanced", self.name)
+            try:
+                response = self._put_parameter(value, "Advanced")
+            except _AWS_ERRORS as retry_exc:
+                raise self._error(retry_exc, _PUT, value) from retry_exc
+        return PutResult(token, is_ours=True, version=str(response["Version"]))
+
+    def ping(self) -> None:
+        try:
+            self._client.get_parameter(Name=self._parameter, WithDecryption=True)
+        except _AWS_ERRORS as exc:
+            if error_code(exc) == "ParameterNotFound":
+                return  # put creates it
+            raise self._error(exc, _GET) from exc
+
+    def _put_parameter(self, value: str, tier: Tier) -> PutParameterResultTypeDef:
+        if self._kms_key_id:
+            return self._client.put_parameter(
+                Name=self._parameter,
+                Value=value,
+                Type="SecureString",
+                Overwrite=True,
+                Tier=tier,
+                KeyId=self._kms_key_id,
+            )
+        return self._client.put_parameter(
+            Name=self._parameter,
+            Value=value,
+            Type="SecureString",
+            Overwrite=True,
+            Tier=tier,
+        )
+
+    def _error(self, exc: Exception, action: str, value: str = "") -> StoreError:
+        return map_aws_error(exc, target=self._parameter, action=action, redact=(value,))
+
+
+def _is_downgrade_refusal(exc: Exception) -> bool:
+    """AWS refuses a Standard write to a parameter that is Advanced already."""
+    if not isinstance(exc, ClientError):
+        return False
+    message = str((exc.response.get("Error") or {}).get("Message", "")).lower()
+    return "downgrade" in message or "advanced-parameter tier" in message
+
+
+def _holds_later(reading: Reading, token: Token) -> bool:
+    return reading.token is not None and reading.token.expires_at >= token.expires_at
+
+
+def _adopt(reading: Reading) -> PutResult:
+    assert reading.token is not None
+    return PutResult(reading.token, is_ours=False, version=reading.version)

@@ -1,0 +1,527 @@
+"""A fault-injecting HTTP/1.1 reverse proxy for tests.
+
+Put ``FaultProxy`` between a consumer and a local server (the ``KeycloakStub``, a moto
+server...) and switch faults on and off while the test runs::
+
+    from rotator.testing import FaultProxy
+
+    with FaultProxy(moto_url) as proxy:
+        client = boto3.client("secretsmanager", endpoint_url=proxy.url, ...)
+        proxy.fail(503, times=2, target="PutSecretValue")
+        ...
+        assert proxy.count(target="PutSecretValue") == 3
+
+Requests are forwarded as they came (Host header included, so AWS signatures stay valid),
+minus hop-by-hop headers; the upstream answer is passed back with its status, reason,
+headers and body. Client connections are kept alive, each with its own upstream connection.
+
+Faults apply to the next ``times`` matching requests (``times=None``: until ``clear()``).
+A fault can be limited to requests whose path starts with ``path_prefix`` and/or whose
+``X-Amz-Target`` header contains ``target`` (AWS JSON protocols name the action there, e.g.
+``secretsmanager.PutSecretValue`` or ``AmazonSSM.PutParameter``). When several faults
+match a request, the oldest latency and the oldest other fault apply: latency first, then
+``stall``, ``reset``, ``fail`` or ``truncate``.
+
+The upstream must be on a loopback address: these tests never leave the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import socket
+import struct
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+
+from rotator.testing.keycloak import _BodyError, _Handler, _public_host, _read_body, _TrackingServer
+
+__all__ = ["FaultProxy", "ProxiedRequest"]
+
+_MAX_BODY = 64 << 20
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ProxiedRequest:
+    """One request that reached the proxy.
+
+    ``fault`` names what was injected: ``"latency"``, ``"stall"``, ``"reset"``, ``"fail"``,
+    ``"truncate"``, or ``"latency+fail"`` and the like when latency came with another fault;
+    ``None`` for a plain pass-through. ``status`` is the status sent to the client: ``None``
+    while the request is in flight, and for stalled or reset requests. An upstream that cannot
+    be reached gives 502. ``time`` is ``time.time()`` at arrival.
+    """
+
+    time: float
+    method: str
+    path: str
+    target: str | None
+    fault: str | None
+    status: int | None
+
+
+@dataclass
+class _Rule:
+    kind: str
+    remaining: int | None
+    path_prefix: str | None
+    target: str | None
+    seconds: float = 0.0
+    status: int = 503
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    keep_bytes: int | None = None
+
+    def matches(self, path: str, target: str | None) -> bool:
+        if self.path_prefix is not None and not path.startswith(self.path_prefix):
+            return False
+        return self.target is None or (target is not None and self.target in target)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_page(status: int) -> bytes:
+    try:
+        title = f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        title = str(status)
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n"
+    ).encode("ascii")
+
+
+def _origin_form(target: str) -> str:
+    """Path and query of a request target, also when a client sent the absolute form."""
+    if target.startswith(("http://", "https://")):
+        parts = urlsplit(target)
+        path = parts.path or "/"
+        return f"{path}?{parts.query}" if parts.query else path
+    return target
+
+
+def _drop_hop_by_hop(headers: list[tuple[str, str]], *extra: str) -> list[tuple[str, str]]:
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    dropped = _HOP_BY_HOP | named | set(extra)
+    return [(name, value) for name, value in headers if name.lower() not in dropped]
+
+
+class _ProxyHandler(_Handler):
+    proxy: FaultProxy | None = None
+    upstream: http.client.HTTPConnection | None = None
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            if self.proxy is not None:
+                self.proxy._drop_upstream(self)
+
+
+class FaultProxy:
+    """Fault-injecting reverse proxy to a loopback HTTP server; see the module docstring."""
+
+    def __init__(
+        self,
+        upstream: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        upstream_timeout: float = 30.0,
+    ) -> None:
+        """``upstream`` is ``http://127.0.0.1:PORT`` (any loopback host; a path is prefixed
+        to forwarded paths). Raises ``ValueError`` for any other host: nothing is proxied
+        off the machine."""
+        parts = urlsplit(upstream)
+        if parts.scheme != "http":
+            raise ValueError(f"FaultProxy forwards plain http only, got {upstream!r}")
+        upstream_host = parts.hostname
+        if not upstream_host or not _is_loopback(upstream_host):
+            raise ValueError(
+                f"FaultProxy only forwards to a loopback upstream (127.0.0.0/8, ::1, localhost), "
+                f"got {upstream!r}"
+            )
+        self.upstream = upstream
+        self._upstream_host = upstream_host
+        self._upstream_port = parts.port or 80
+        self._upstream_base = parts.path.rstrip("/")
+        self._upstream_timeout = upstream_timeout
+        self.host = host
+        self._requested_port = port
+        self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
+        self._generation = 0
+        self._stopping = threading.Event()
+        self._rules: list[_Rule] = []
+        self._log: list[ProxiedRequest] = []
+        self._upstreams: set[http.client.HTTPConnection] = set()
+        self._server: _TrackingServer | None = None
+        self._port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        with self._lock:
+            if self._server is not None:
+                raise RuntimeError("FaultProxy is already running")
+            self._stopping.clear()
+            server = _TrackingServer(
+                (self.host, self._requested_port), _ProxyHandler, self._handle, "fault-proxy"
+            )
+            self._server = server
+            self._port = server.port
+        server.start_serving()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; close the listening socket, every client connection (stalled ones
+        included) and every upstream connection; join the threads. Idempotent."""
+        with self._lock:
+            server, self._server = self._server, None
+            self._stopping.set()
+            self._released.notify_all()
+            upstreams = list(self._upstreams)
+        if server is None:
+            return
+        for conn in upstreams:
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+        server.stop_serving()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FaultProxy has not been started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``"""
+        return f"http://{_public_host(self.host)}:{self.port}"
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def _add(self, rule: _Rule) -> None:
+        if rule.remaining is not None and rule.remaining < 1:
+            raise ValueError("times must be None or >= 1")
+        with self._lock:
+            self._rules.append(rule)
+
+    def add_latency(
+        self,
+        seconds: float,
+        *,
+        times: int | None = 1,
+        path_prefix: str | None = None,
+        target: str | None = None,
+    ) -> None:
+        """Wait ``seconds`` before handling each matching request."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._add(_Rule("latency", times, path_prefix, target, seconds=seconds))
+
+    def stall(
+        self, *, times: int | None = 1, path_prefix: str | None = None, target: str | None = None
+    ) -> None:
+        """Read matching requests and never answer; on ``clear()`` or ``stop()`` the stalled
+        connections are closed without an answer (the request never reaches the upstream)."""
+        self._add(_Rule("stall", times, path_prefix, target))
+
+    def reset(
+        self, *, times: int | None = 1, path_prefix: str | None = None, target: str | None = None
+    ) -> None:
+        """Read matching requests, then close the connection with a TCP RST, unanswered."""
+        self._add(_Rule("reset", times, path_prefix, target))
+
+    def fail(
+        self,
+        status: int = 503,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        times: int | None = 1,
+        path_prefix: str | None = None,
+        target: str | None = None,
+    ) -> None:
+        """Answer matching requests with a canned response, without forwarding them.
+
+        ``body`` defaults to a proxy-style HTML error page for ``status``; Content-Type
+        defaults to ``text/html`` unless ``headers`` has one (pass ``{"Retry-After": "2"}``
+        with a 429, say). Content-Length is always set to the body's length.
+        """
+        data = _error_page(status) if body is None else body
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        items = [(n, v) for n, v in (headers or {}).items() if n.lower() != "content-length"]
+        if not any(name.lower() == "content-type" for name, _ in items):
+            items.insert(0, ("Content-Type", "text/html"))
+        self._add(
+            _Rule(
+                "fail", times, path_prefix, target, status=status, body=data, headers=tuple(items)
+            )
+        )
+
+    def truncate(
+        self,
+        *,
+        keep_bytes: int | None = None,
+        times: int | None = 1,
+        path_prefix: str | None = None,
+        target: str | None = None,
+    ) -> None:
+        """Forward matching requests, then send the upstream's status and headers with its
+        full Content-Length (at least one more than what is sent), only ``keep_bytes`` of the
+        body (default: half of it), and close the connection."""
+        if keep_bytes is not None and keep_bytes < 0:
+            raise ValueError("keep_bytes must be >= 0")
+        self._add(_Rule("truncate", times, path_prefix, target, keep_bytes=keep_bytes))
+
+    def clear(self) -> None:
+        """Remove every fault and release stalled connections (they are closed)."""
+        with self._lock:
+            self._rules.clear()
+            self._generation += 1
+            self._released.notify_all()
+
+    # -- observation -------------------------------------------------------------------------
+
+    def requests(self) -> list[ProxiedRequest]:
+        """Snapshot of every request that reached the proxy, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    def count(self, target: str | None = None, path_prefix: str | None = None) -> int:
+        """Number of requests, optionally only those whose X-Amz-Target contains ``target``
+        and/or whose path starts with ``path_prefix``."""
+        with self._lock:
+            return sum(
+                1
+                for r in self._log
+                if (target is None or (r.target is not None and target in r.target))
+                and (path_prefix is None or r.path.startswith(path_prefix))
+            )
+
+    # -- request handling --------------------------------------------------------------------
+
+    def _take(self, path: str, target: str | None) -> tuple[_Rule | None, _Rule | None]:
+        latency: _Rule | None = None
+        fault: _Rule | None = None
+        for rule in self._rules:
+            if rule.kind == "latency":
+                if latency is None and rule.matches(path, target):
+                    latency = rule
+            elif fault is None and rule.matches(path, target):
+                fault = rule
+        for taken in (latency, fault):
+            if taken is not None and taken.remaining is not None:
+                taken.remaining -= 1
+        self._rules = [rule for rule in self._rules if rule.remaining != 0]
+        return latency, fault
+
+    def _handle(self, handler: _Handler) -> None:
+        assert isinstance(handler, _ProxyHandler)
+        handler.proxy = self
+        try:
+            body = _read_body(handler.rfile, handler.headers, _MAX_BODY)
+        except _BodyError as exc:
+            handler.close_connection = True
+            handler.send_raw(
+                exc.status, [("Content-Type", "text/plain")], exc.message.encode("ascii")
+            )
+            return
+        path = _origin_form(handler.path)
+        target = handler.headers.get("X-Amz-Target")
+        with self._lock:
+            latency, fault = self._take(path, target)
+            generation = self._generation
+            names = [rule.kind for rule in (latency, fault) if rule is not None]
+            index = len(self._log)
+            self._log.append(
+                ProxiedRequest(
+                    time=time.time(),
+                    method=handler.command,
+                    path=path,
+                    target=target,
+                    fault="+".join(names) or None,
+                    status=None,
+                )
+            )
+        status: int | None = None
+        try:
+            if latency is not None and self._stopping.wait(latency.seconds):
+                handler.close_connection = True
+                return
+            if fault is None or fault.kind == "truncate":
+                status = self._forward(handler, path, body, fault)
+            elif fault.kind == "fail":
+                handler.send_raw(fault.status, fault.headers, fault.body)
+                status = fault.status
+            elif fault.kind == "stall":
+                self._stall(generation)
+                handler.close_connection = True
+            else:
+                self._reset(handler)
+        finally:
+            with self._lock:
+                self._log[index] = replace(self._log[index], status=status)
+
+    def _stall(self, generation: int) -> None:
+        with self._released:
+            while self._generation == generation and not self._stopping.is_set():
+                self._released.wait()
+
+    @staticmethod
+    def _reset(handler: _ProxyHandler) -> None:
+        handler.close_connection = True
+        sock = handler.connection
+        assert isinstance(sock, socket.socket)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # The buffered reader holds a reference that would defer the real close (and the RST).
+        handler.rfile.close()
+        sock.close()
+
+    def _new_upstream(self, handler: _ProxyHandler) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(
+            self._upstream_host, self._upstream_port, timeout=self._upstream_timeout
+        )
+        with self._lock:
+            self._upstreams.add(conn)
+        handler.upstream = conn
+        return conn
+
+    def _drop_upstream(self, handler: _ProxyHandler) -> None:
+        conn, handler.upstream = handler.upstream, None
+        if conn is not None:
+            with self._lock:
+                self._upstreams.discard(conn)
+            conn.close()
+
+    def _exchange(
+        self,
+        handler: _ProxyHandler,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One upstream round trip; a reused connection the upstream closed is retried once
+        on a new one (nothing reached the upstream in that case)."""
+        has_host = any(name.lower() == "host" for name, _ in headers)
+        while True:
+            reused = handler.upstream is not None
+            conn = handler.upstream or self._new_upstream(handler)
+            try:
+                conn.putrequest(
+                    handler.command,
+                    self._upstream_base + path,
+                    skip_host=has_host,
+                    skip_accept_encoding=True,
+                )
+                for name, value in headers:
+                    conn.putheader(name, value)
+                conn.endheaders(body)
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._drop_upstream(handler)
+                if reused and not self._stopping.is_set():
+                    continue
+                raise
+            except (OSError, http.client.HTTPException):
+                self._drop_upstream(handler)
+                raise
+            if response.will_close:
+                self._drop_upstream(handler)
+            return response, data
+
+    def _forward(
+        self, handler: _ProxyHandler, path: str, body: bytes, truncate: _Rule | None
+    ) -> int | None:
+        request_headers = _drop_hop_by_hop(
+            list(handler.headers.items()), "content-length", "expect"
+        )
+        send_body: bytes | None = None
+        if body or "Content-Length" in handler.headers or handler.command in ("POST", "PUT"):
+            send_body = body
+            request_headers.append(("Content-Length", str(len(body))))
+        try:
+            response, data = self._exchange(handler, path, request_headers, send_body)
+        except (OSError, http.client.HTTPException):
+            if self._stopping.is_set():
+                handler.close_connection = True
+                return None
+            handler.send_raw(502, [("Content-Type", "text/html")], _error_page(502))
+            return 502
+        response_headers = _drop_hop_by_hop(response.getheaders(), "content-length")
+        status = response.status
+        bodiless = handler.command == "HEAD" or status in (204, 304) or 100 <= status < 200
+        if bodiless:
+            length = response.getheader("Content-Length")
+            handler.send_raw(
+                status,
+                response_headers,
+                b"",
+                reason=response.reason,
+                content_length=int(length) if length and length.isdigit() else 0,
+                date=False,
+            )
+        elif truncate is not None:
+            keep = len(data) // 2 if truncate.keep_bytes is None else truncate.keep_bytes
+            sent = data[:keep]
+            handler.close_connection = True
+            handler.send_raw(
+                status,
+                response_headers,
+                sent,
+                reason=response.reason,
+                content_length=max(len(data), len(sent) + 1),
+                date=False,
+            )
+        else:
+            handler.send_raw(status, response_headers, data, reason=response.reason, date=False)
+        return status

