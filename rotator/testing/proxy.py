@@ -391,24 +391,24 @@ class FaultProxy:
                     status=None,
                 )
             )
-        status: int | None = None
-        try:
-            if latency is not None and self._stopping.wait(latency.seconds):
-                handler.close_connection = True
-                return
-            if fault is None or fault.kind == "truncate":
-                status = self._forward(handler, path, body, fault)
-            elif fault.kind == "fail":
-                handler.send_raw(fault.status, fault.headers, fault.body)
-                status = fault.status
-            elif fault.kind == "stall":
-                self._stall(generation)
-                handler.close_connection = True
-            else:
-                self._reset(handler)
-        finally:
-            with self._lock:
-                self._log[index] = replace(self._log[index], status=status)
+        if latency is not None and self._stopping.wait(latency.seconds):
+            handler.close_connection = True
+            return
+        if fault is None or fault.kind == "truncate":
+            self._forward(handler, index, path, body, fault)
+        elif fault.kind == "fail":
+            self._set_status(index, fault.status)
+            handler.send_raw(fault.status, fault.headers, fault.body)
+        elif fault.kind == "stall":
+            self._stall(generation)
+            handler.close_connection = True
+        else:
+            self._reset(handler)
+
+    def _set_status(self, index: int, status: int) -> None:
+        """Log the status before the client can see it, so the log never lags behind."""
+        with self._lock:
+            self._log[index] = replace(self._log[index], status=status)
 
     def _stall(self, generation: int) -> None:
         with self._released:
@@ -480,8 +480,8 @@ class FaultProxy:
             return response, data
 
     def _forward(
-        self, handler: _ProxyHandler, path: str, body: bytes, truncate: _Rule | None
-    ) -> int | None:
+        self, handler: _ProxyHandler, index: int, path: str, body: bytes, truncate: _Rule | None
+    ) -> None:
         request_headers = _drop_hop_by_hop(
             list(handler.headers.items()), "content-length", "expect"
         )
@@ -494,11 +494,13 @@ class FaultProxy:
         except (OSError, http.client.HTTPException):
             if self._stopping.is_set():
                 handler.close_connection = True
-                return None
+                return
+            self._set_status(index, 502)
             handler.send_raw(502, [("Content-Type", "text/html")], _error_page(502))
-            return 502
+            return
         response_headers = _drop_hop_by_hop(response.getheaders(), "content-length")
         status = response.status
+        self._set_status(index, status)
         bodiless = handler.command == "HEAD" or status in (204, 304) or 100 <= status < 200
         if bodiless:
             length = response.getheader("Content-Length")
@@ -524,4 +526,3 @@ class FaultProxy:
             )
         else:
             handler.send_raw(status, response_headers, data, reason=response.reason, date=False)
-        return status

@@ -78,7 +78,11 @@ def _sm_plant(client: Any, value: str) -> None:
         client.create_secret(Name=SECRET_ID, SecretString=value)
         return
     old = next(
-        (v for v, stages in current.get("VersionIdsToStages", {}).items() if "AWSCURRENT" in stages),
+        (
+            v
+            for v, stages in current.get("VersionIdsToStages", {}).items()
+            if "AWSCURRENT" in stages
+        ),
         None,
     )
     new = str(uuid.uuid4())
@@ -104,12 +108,11 @@ def _backend(kind: str, fmt: str, request: pytest.FixtureRequest, tmp_path: Path
         return Backend(kind, fmt, make=lambda: memory, plant=memory.plant)
     if kind == "file":
         path = tmp_path / "token.json"
-        return Backend(
-            kind,
-            fmt,
-            make=lambda: FileStore(path, fmt=fmt),
-            plant=lambda value: path.write_text(value, encoding="utf-8"),
-        )
+
+        def plant(value: str) -> None:
+            path.write_text(value, encoding="utf-8")
+
+        return Backend(kind, fmt, make=lambda: FileStore(path, fmt=fmt), plant=plant)
     aws = request.getfixturevalue("aws")
     if kind == "secretsmanager":
         return Backend(
@@ -132,7 +135,8 @@ def _backend(kind: str, fmt: str, request: pytest.FixtureRequest, tmp_path: Path
 
 @pytest.fixture(params=[(k, f) for k in KINDS for f in FORMATS], ids=lambda p: f"{p[0]}-{p[1]}")
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return _backend(*request.param, request, tmp_path)
+    kind, fmt = request.param
+    return _backend(kind, fmt, request, tmp_path)
 
 
 @pytest.fixture(params=KINDS)

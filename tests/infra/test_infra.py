@@ -107,7 +107,7 @@ def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)
     if suffix == "GetAtt" and isinstance(value, str):
         value = value.split(".", 1)
     if suffix in ("Ref", "Condition"):
@@ -119,15 +119,20 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 
 def _load_template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+    template: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506
+    return template
 
 
 PARTITION, REGION, ACCOUNT, STACK = "aws", "eu-west-1", "111122223333", "rotator"
 FAKE_PARAMETERS = {
     "TokenUrl": "https://kc.example.com/realms/demo/protocol/openid-connect/token",
     "ClientId": "rotator-demo",
-    "ClientSecretSourceArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:kc/rotator-client-AbC123",
-    "ClientSecretSourceKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0b7e1d2c-1111-2222-3333-444455556666",
+    "ClientSecretSourceArn": (
+        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:kc/rotator-client-AbC123"
+    ),
+    "ClientSecretSourceKmsKeyArn": (
+        f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0b7e1d2c-1111-2222-3333-444455556666"
+    ),
     "ContainerImage": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rotator:0.1.0",
     "Subnets": ["subnet-0123456789abcdef0"],
     "SecurityGroups": ["sg-0123456789abcdef0"],
@@ -217,7 +222,7 @@ class _Resolver:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             if key == "Ref":
                 return self._ref(arg)
             if key == "Fn::GetAtt":
@@ -281,13 +286,13 @@ def _actions(document: dict[str, Any], *services: str) -> set[str]:
 
 
 def _k8s(name: str) -> dict[str, Any]:
-    docs = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
     assert len(docs) == 1, f"{name}: expected one object"
     return docs[0]
 
 
 def _only_container(pod_spec: dict[str, Any]) -> dict[str, Any]:
-    containers = pod_spec["containers"]
+    containers: list[dict[str, Any]] = pod_spec["containers"]
     assert len(containers) == 1
     return containers[0]
 
@@ -422,6 +427,14 @@ def test_writer_policy_grants_exactly_the_store_actions() -> None:
     writer = _identity_policies()["WriterPolicy"]
     assert _actions(writer, "secretsmanager", "ssm") == expected
 
+    # Reading the client secret from its source secret needs no more than
+    # rotator.secretsource declares.
+    secretsource = _import_store("rotator.secretsource")
+    (source_statement,) = [
+        s for s in writer["Statement"] if s.get("Sid") == "ReadClientSecretSource"
+    ]
+    assert set(_as_list(source_statement["Action"])) <= set(secretsource.IAM_ACTIONS)
+
 
 def test_writer_policy_is_least_privilege() -> None:
     template = _load_template()
@@ -496,14 +509,21 @@ def test_template_wires_cron_mode() -> None:
     by_action = {a: s for s in scheduler["Statement"] for a in _as_list(s["Action"])}
     assert set(by_action) == {"ecs:RunTask", "iam:PassRole"}
     resolver = _Resolver(template, FAKE_PARAMETERS)
-    assert _as_list(by_action["ecs:RunTask"]["Resource"]) == [resolver.resolve({"Ref": "TaskDefinition"})]
+    assert _as_list(by_action["ecs:RunTask"]["Resource"]) == [
+        resolver.resolve({"Ref": "TaskDefinition"})
+    ]
     assert set(by_action["iam:PassRole"]["Resource"]) == {
         resolver.resolve({"Fn::GetAtt": ["TaskRole", "Arn"]}),
         resolver.resolve({"Fn::GetAtt": ["ExecutionRole", "Arn"]}),
     }
 
     outputs = template["Outputs"]
-    assert {"PublishedSecretArn", "ParameterName", "WriterPolicyArn", "ConsumerPolicyArn"} <= outputs.keys()
+    assert {
+        "PublishedSecretArn",
+        "ParameterName",
+        "WriterPolicyArn",
+        "ConsumerPolicyArn",
+    } <= outputs.keys()
 
 
 @pytest.mark.parametrize(
@@ -555,7 +575,11 @@ def _check_pod_security(pod_spec: dict[str, Any]) -> None:
     }
     assert str(secret_file.parent) in mounts, (secret_file, mounts)
     assert {"ROTATOR_TOKEN_URL", "ROTATOR_CLIENT_ID"} <= env.keys()
-    assert env.keys() & {"ROTATOR_SSM_PARAMETER", "ROTATOR_SECRETSMANAGER_SECRET_ID", "ROTATOR_FILE_PATH"}
+    assert env.keys() & {
+        "ROTATOR_SSM_PARAMETER",
+        "ROTATOR_SECRETSMANAGER_SECRET_ID",
+        "ROTATOR_FILE_PATH",
+    }
 
 
 def test_deployment_probes_and_metrics_match_the_contract() -> None:
@@ -624,8 +648,8 @@ def _instructions() -> list[tuple[str, str]]:
     text = DOCKERFILE.read_text()
     text = re.sub(r"\\\n", " ", text)
     out = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             keyword, _, rest = line.partition(" ")
             out.append((keyword.upper(), rest.strip()))
