@@ -333,8 +333,9 @@ def test_parliament_finds_nothing_in_the_iam_policies(tmp_path: Path, source_key
     assert {"WriterPolicy", "ConsumerPolicy"} <= policies.keys()
     for label, document in policies.items():
         (tmp_path / f"{label}.json").write_text(json.dumps(document, indent=2))
-    # --directory, not --files: parliament 1.6.4 appends every policy read
-    # through --files to /tmp/parliament.log.
+    # --directory, not --files: parliament 1.6.4 appends the text of every
+    # policy read through --files to /tmp/parliament.log (it logs its argv
+    # there in any case; these policies hold only fake ARNs anyway).
     proc = _run(
         [
             parliament,

@@ -42,7 +42,8 @@ class FakeClock:
 
 def jwt_part(token: str, index: int) -> dict[str, Any]:
     part = token.split(".")[index]
-    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return claims
 
 
 def helper_threads() -> list[threading.Thread]:
