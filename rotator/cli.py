@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from rotator import __version__
-from rotator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, RotatorError
+from rotator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, RotatorError
 
 log = logging.getLogger("rotator")
 
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
         "once", parents=[common], help="rotate every credential that is due, then exit"
     )
     once.add_argument("--force", action="store_true", help="rotate even if the token is fresh")
+    once.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds until the next scheduled run (cron interval): rotate now if the token "
+        "would otherwise get within the safety margin of expiry before then "
+        "(default: $ROTATOR_ONCE_INTERVAL, else only what is due now)",
+    )
     get = sub.add_parser("get", parents=[common], help="print the published access token")
     get.add_argument("--credential", metavar="NAME", help="which credential (default: the first)")
     get.add_argument("--json", action="store_true", help="print the whole published document")
@@ -148,7 +157,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         observer = Metrics()
     app = build(settings, observer=observer)
     if args.command == "once":
-        return commands.once(app, force=args.force)
+        interval = args.interval
+        if interval is None and os.environ.get("ROTATOR_ONCE_INTERVAL"):
+            interval = _seconds_env("ROTATOR_ONCE_INTERVAL")
+        if interval is not None and interval < 0:
+            raise ConfigError(f"--interval must be >= 0 seconds: {interval!r}")
+        return commands.once(app, force=args.force, interval=interval)
     if args.command == "get":
         return commands.get(app, credential=args.credential, as_json=args.json)
     if args.command == "check":
@@ -158,6 +172,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return status(app, as_json=args.json)
     return commands.run(app, metrics_port=args.metrics_port)
+
+
+def _seconds_env(name: str) -> float:
+    raw = os.environ[name]
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds: {raw!r}") from None
 
 
 def console_main() -> None:

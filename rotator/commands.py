@@ -42,15 +42,22 @@ def exit_code_of(exc: BaseException) -> int:
 # ---------------------------------------------------------------- once
 
 
-def once(app: App, *, force: bool = False) -> int:
-    codes = [_once_one(app, cred, force=force) for cred in app.settings.credentials]
+def once(app: App, *, force: bool = False, interval: float | None = None) -> int:
+    """Rotate what is due. `interval` (seconds until the next cron run) makes a token
+    that would be too close to expiry by then count as due now."""
+    horizon = timedelta(seconds=interval or 0)
+    codes = [
+        _once_one(app, cred, force=force, horizon=horizon) for cred in app.settings.credentials
+    ]
     return worst(codes)
 
 
-def _once_one(app: App, credential: Credential, *, force: bool) -> int:
+def _once_one(app: App, credential: Credential, *, force: bool, horizon: timedelta) -> int:
     try:
         rotator = app.rotator(credential)
-        result = _with_retries(app, credential, rotator, lambda: rotator.rotate(force=force))
+        result = _with_retries(
+            app, credential, rotator, lambda: rotator.rotate(force=force, horizon=horizon)
+        )
     except RotatorError as exc:
         log.error("rotation failed credential=%s error=%s", credential.name, exc)
         return exc.exit_code

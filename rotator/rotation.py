@@ -50,8 +50,12 @@ class Schedule:
         earliest = token.issued_at + token.lifetime * (self.ratio - self.jitter_ratio)
         return min(earliest, self._latest(token))
 
-    def is_due(self, token: Token, now: datetime) -> bool:
-        return now >= self.due_at(token)
+    def is_due(self, token: Token, now: datetime, horizon: timedelta = timedelta(0)) -> bool:
+        """Due now; or, with a `horizon` (the interval until a cron job's next run), due
+        when the token would have less than the safety margin left at that next run."""
+        if now >= self.due_at(token):
+            return True
+        return horizon > timedelta(0) and now + horizon + self._margin(token) >= token.expires_at
 
     def next_run_at(self, token: Token, now: datetime, rand: float) -> datetime:
         """The planned refresh of `token`, `rand` in [0, 1) drawing the jitter.
@@ -172,14 +176,18 @@ class CredentialRotator:
     def lifetime(self) -> timedelta | None:
         return None if self.token is None else self.token.lifetime
 
-    def rotate(self, *, force: bool = False) -> StepResult:
-        """One step; raises RotatorError when the token could not be published everywhere."""
+    def rotate(self, *, force: bool = False, horizon: timedelta = timedelta(0)) -> StepResult:
+        """One step; raises RotatorError when the token could not be published everywhere.
+
+        `horizon` is how long until the next chance to rotate (a cron interval):
+        a token that would be too close to expiry by then counts as due now.
+        """
         with self._lock:
-            return self._step(force=force)
+            return self._step(force=force, horizon=horizon)
 
     # -- internals
 
-    def _step(self, *, force: bool) -> StepResult:
+    def _step(self, *, force: bool, horizon: timedelta) -> StepResult:
         now = self._clock.now()
         pending = self._pending
         if pending is not None:
@@ -190,7 +198,7 @@ class CredentialRotator:
             self._pending = None
         readings = self._read_all()
         best = _newest(r.token for r in readings.values() if r is not None)
-        if best is not None and not force and not self.schedule.is_due(best, now):
+        if best is not None and not force and not self.schedule.is_due(best, now, horizon):
             self.token = best
             behind = [
                 s

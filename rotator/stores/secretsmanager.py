@@ -33,7 +33,8 @@ __all__ = ["IAM_ACTIONS", "MAX_VALUE_BYTES", "SecretsManagerStore"]
 
 log = logging.getLogger(__name__)
 
-# Every IAM action the calls below need (a test checks the two agree).
+# Every IAM action the calls below need (a test checks the two agree). A
+# customer managed KMS key also needs kms:Decrypt and kms:GenerateDataKey on it.
 IAM_ACTIONS: tuple[str, ...] = (
     "secretsmanager:GetSecretValue",
     "secretsmanager:DescribeSecret",

@@ -494,7 +494,7 @@ def test_template_wires_cron_mode() -> None:
     assert res["TokenKey"]["Properties"]["EnableKeyRotation"] is True
 
     (container,) = res["TaskDefinition"]["Properties"]["ContainerDefinitions"]
-    assert container["Command"] == ["once"]
+    assert container["Command"] == ["once", "--interval", "120"]
     assert container["User"].split(":")[0] == str(UID)
     assert res["TaskDefinition"]["Properties"]["RequiresCompatibilities"] == ["FARGATE"]
     assert res["TaskDefinition"]["Properties"]["TaskRoleArn"] == {"Fn::GetAtt": ["TaskRole", "Arn"]}
@@ -614,7 +614,7 @@ def test_cronjob_runs_once_without_overlap() -> None:
     assert 0 < job["activeDeadlineSeconds"] < 120  # a hung run never blocks the next
     pod_spec = job["template"]["spec"]
     assert pod_spec["restartPolicy"] == "Never"
-    assert _only_container(pod_spec)["args"] == ["once"]
+    assert _only_container(pod_spec)["args"] == ["once", "--interval", "120"]
     _check_pod_security(pod_spec)
 
 
