@@ -31,6 +31,15 @@ class Reading:
     def is_unreadable(self) -> bool:
         return self.problem is not None
 
+    def holds_later(self, token: Token) -> bool:
+        """True when this reading's token expires no earlier than `token`: keep it."""
+        return self.token is not None and self.token.expires_at >= token.expires_at
+
+    def kept(self) -> PutResult:
+        """The PutResult of a publish that kept this reading's (later) token."""
+        assert self.token is not None
+        return PutResult(self.token, is_ours=False, version=self.version)
+
 
 @dataclass(frozen=True)
 class PutResult:

@@ -102,8 +102,8 @@ class FileStore:
         value = encode(token, self._fmt)
         with self._locked():
             current = self.get()
-            if current.token is not None and current.token.expires_at >= token.expires_at:
-                return PutResult(current.token, is_ours=False, version=current.version)
+            if current.holds_later(token):
+                return current.kept()
             version = self._write(value.encode("utf-8"))
         return PutResult(token, is_ours=True, version=version)
 

@@ -72,8 +72,8 @@ class MemoryStore:
         with self._lock:
             self._raise_if_failing()
             current = self._reading()
-            if current.token is not None and current.token.expires_at >= token.expires_at:
-                return PutResult(current.token, is_ours=False, version=current.version)
+            if current.holds_later(token):
+                return current.kept()
             self._value = value
             self._version += 1
             self.writes += 1

@@ -123,15 +123,15 @@ class SecretsManagerStore:
             )
         if basis is None:
             basis = self.get()
-        if _holds_later(basis, token):
-            return _adopt(basis)
+        if basis.holds_later(token):
+            return basis.kept()
         if basis.is_missing and self._create:
             version = self._create_secret(value)
             if version is not None:
                 return PutResult(token, is_ours=True, version=version)
             basis = self.get()  # someone else created it meanwhile
-            if _holds_later(basis, token):
-                return _adopt(basis)
+            if basis.holds_later(token):
+                return basis.kept()
         return self._publish(token, value, basis)
 
     def ping(self) -> None:
@@ -214,9 +214,9 @@ class SecretsManagerStore:
                 basis = self.get()
                 if basis.version == new:
                     return PutResult(token, is_ours=True, version=new)
-                if _holds_later(basis, token):
+                if basis.holds_later(token):
                     log.info("%s: another writer published a later token", self.name)
-                    return _adopt(basis)
+                    return basis.kept()
                 continue
             return PutResult(token, is_ours=True, version=new)
         raise StoreUnavailable(
@@ -248,12 +248,3 @@ class SecretsManagerStore:
             target=self._secret_id,
             action=action,
         )
-
-
-def _holds_later(reading: Reading, token: Token) -> bool:
-    return reading.token is not None and reading.token.expires_at >= token.expires_at
-
-
-def _adopt(reading: Reading) -> PutResult:
-    assert reading.token is not None
-    return PutResult(reading.token, is_ours=False, version=reading.version)

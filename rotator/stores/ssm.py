@@ -103,12 +103,12 @@ class SsmStore:
                 target=self._parameter,
                 action=_PUT,
             )
-        if basis is not None and _holds_later(basis, token):
-            return _adopt(basis)
+        if basis is not None and basis.holds_later(token):
+            return basis.kept()
         # No conditional write exists: narrow the race by reading right before.
         current = self.get()
-        if _holds_later(current, token):
-            return _adopt(current)
+        if current.holds_later(token):
+            return current.kept()
         tier: Tier = "Standard" if size <= MAX_STANDARD_BYTES else "Advanced"
         try:
             response = self._put_parameter(value, tier)
@@ -158,12 +158,3 @@ def _is_downgrade_refusal(exc: Exception) -> bool:
         return False
     message = str((exc.response.get("Error") or {}).get("Message", "")).lower()
     return "downgrade" in message or "advanced-parameter tier" in message
-
-
-def _holds_later(reading: Reading, token: Token) -> bool:
-    return reading.token is not None and reading.token.expires_at >= token.expires_at
-
-
-def _adopt(reading: Reading) -> PutResult:
-    assert reading.token is not None
-    return PutResult(reading.token, is_ours=False, version=reading.version)
