@@ -24,6 +24,7 @@ from rotator.errors import (
 )
 from rotator.retry import call_with_retries
 from rotator.rotation import CredentialRotator, describe_error
+from rotator.token import Token
 
 log = logging.getLogger("rotator")
 
@@ -213,7 +214,7 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
         observer=app.observer,
         stop_event=app.stop_event,
         max_workers=min(32, len(rotators) + 1),
-        advise=lambda name, token: write_rate_advice(by_name[name], token),
+        advise=lambda name, token: _advise(app, by_name[name], token),
     )
     _install_signal_handlers(app.stop_event)
     server = None
@@ -236,6 +237,15 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
             server.stop()
     log.info("daemon stopped")
     return EXIT_OK
+
+
+def _advise(app: App, credential: Credential, token: Token) -> str | None:
+    """Secrets Manager write-rate: a gauge for dashboards and, if too fast, a warning."""
+    if any(t.type == "secretsmanager" for t in credential.targets):
+        gauge = getattr(app.observer, "secretsmanager_interval", None)
+        if gauge is not None:
+            gauge(credential.name, token.lifetime.total_seconds() * credential.refresh.ratio)
+    return write_rate_advice(credential, token)
 
 
 def _install_signal_handlers(event: threading.Event) -> None:
