@@ -42,7 +42,8 @@ test: install node lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install node
-	$(PY) -m benchmarks.run
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m tests.bench.run
 
 clean:
 	rm -rf $(VENV) $(OIDC_PEER)/node_modules .mypy_cache .ruff_cache .pytest_cache

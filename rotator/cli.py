@@ -27,6 +27,11 @@ ROTATOR_CLIENT_SECRET / ROTATOR_CLIENT_SECRET_FILE."""
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            # never echo values: a mistaken `--client-secret VALUE` must not reach a log
+            words = message.split(":", 1)[1].split()
+            names = [w.split("=", 1)[0] for w in words if w.startswith("-")]
+            message = "unrecognized arguments: " + (" ".join(names) or "(values not shown)")
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(EXIT_USAGE)

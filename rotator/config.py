@@ -467,11 +467,18 @@ def is_loopback(host: str | None) -> bool:
 
 def _url(value: Any, where: str) -> str:
     url = _str(value, where)
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"{where} must be an https:// URL: {url!r}")
-    if parts.username or parts.password:
+    try:
+        parts = urlsplit(url)
+        has_userinfo = "@" in parts.netloc
+        hostname = parts.hostname
+    except ValueError:
+        shown = "" if "@" in url else f": {url!r}"  # user info may hold a password
+        raise ConfigError(f"{where} is not a valid URL{shown}") from None
+    # Before any message that echoes the URL: user info may hold a password.
+    if has_userinfo:
         raise ConfigError(f"{where} must not embed credentials in the URL")
+    if parts.scheme not in ("https", "http") or not hostname:
+        raise ConfigError(f"{where} must be an https:// URL: {url!r}")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
             f"{where}: plain http:// is refused except to a loopback address; use https: {url!r}"

@@ -152,7 +152,10 @@ def parse_token(
     refresh_token = data.get("refresh_token")
     raw_refresh_expires_in = data.get("refresh_expires_in")
     refresh_expires_in = (
-        float(raw_refresh_expires_in) if _is_number(raw_refresh_expires_in) else 0.0
+        # capped: timedelta overflows on absurd values
+        min(float(raw_refresh_expires_in), MAX_EXPIRES_IN)
+        if _is_number(raw_refresh_expires_in)
+        else 0.0
     )
     if isinstance(refresh_token, str) and refresh_token and refresh_expires_in > 0:
         return Grant(
@@ -189,11 +192,15 @@ def _lifetime(
     if not _is_number(exp):
         raise bad("response has no expires_in and the token carries no JWT exp claim")
     assert exp is not None
+    # Bounds first, in plain seconds: datetime.fromtimestamp overflows on absurd values.
+    seconds_left = float(exp) - sent_at.timestamp()
+    if seconds_left <= 0:
+        raise bad("the token's JWT exp claim is already in the past")
+    if seconds_left > MAX_EXPIRES_IN:
+        raise bad("the token's JWT exp claim is absurdly far away")
     lifetime = datetime.fromtimestamp(float(exp), UTC) - sent_at
     if lifetime <= timedelta(0):
         raise bad("the token's JWT exp claim is already in the past")
-    if lifetime > timedelta(seconds=MAX_EXPIRES_IN):
-        raise bad("the token's JWT exp claim is absurdly far away")
     return lifetime
 
 

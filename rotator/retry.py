@@ -51,7 +51,7 @@ class Backoff:
         if isinstance(retry_after, int | float) and retry_after >= 0:
             return min(float(retry_after), self.cap)
         strategy = tenacity.wait_exponential_jitter(
-            initial=self.initial, max=self.cap, jitter=self.jitter
+            multiplier=self.initial, max=self.cap, jitter=self.jitter
         )
         state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = max(1, attempt)
@@ -74,6 +74,19 @@ def call_with_retries(
     """
     started = clock.now()
     event = stop_event or threading.Event()
+    last_error: list[BaseException] = []
+
+    def attempt() -> T:
+        # A stop that arrived during the back-off ends it here: no further call
+        # goes out; the error that led to the back-off is re-raised (the stop
+        # check below then ends the loop).
+        if event.is_set() and last_error:
+            raise last_error[-1]
+        try:
+            return fn()
+        except BaseException as exc:
+            last_error[:] = [exc]
+            raise
 
     def stop(state: tenacity.RetryCallState) -> bool:
         if event.is_set():
@@ -102,4 +115,4 @@ def call_with_retries(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return retrying(fn)
+    return retrying(attempt)

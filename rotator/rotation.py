@@ -28,6 +28,10 @@ log = logging.getLogger("rotator")
 
 # ---------------------------------------------------------------- the pure policy
 
+# How far a token's issued_at may lie ahead of our clock (replicas' clock skew)
+# before we conclude that our wall clock jumped backwards.
+CLOCK_TOLERANCE = timedelta(seconds=5)
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -39,7 +43,9 @@ class Schedule:
     safety_margin: timedelta = timedelta(seconds=30)
 
     def _margin(self, token: Token) -> timedelta:
-        return min(self.safety_margin, token.lifetime * (1 - self.ratio))
+        # At most a quarter of the lifetime, so a short token is not refreshed at
+        # once. (Capping at lifetime * (1 - ratio) would make the margin a no-op.)
+        return min(self.safety_margin, token.lifetime / 4)
 
     def _latest(self, token: Token) -> datetime:
         planned = token.issued_at + token.lifetime * self.ratio
@@ -53,7 +59,9 @@ class Schedule:
     def is_due(self, token: Token, now: datetime, horizon: timedelta = timedelta(0)) -> bool:
         """Due now; or, with a `horizon` (the interval until a cron job's next run), due
         when the token would have less than the safety margin left at that next run."""
-        if now >= self.due_at(token):
+        if now >= self.due_at(token) or now < token.issued_at - CLOCK_TOLERANCE:
+            # A token issued "in the future" means the wall clock went back: its age
+            # cannot be judged, so refresh once rather than risk missing its expiry.
             return True
         return horizon > timedelta(0) and now + horizon + self._margin(token) >= token.expires_at
 

@@ -93,7 +93,7 @@ def decode_document(value: str) -> Token:
     try:
         expires_at = parse_instant(str(doc["expires_at"]))
         issued_at = parse_instant(str(doc.get("issued_at", doc["expires_at"])))
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):  # Overflow: e.g. year 9999 at -01:00
         raise ValueError("stored document has no valid expires_at/issued_at") from None
     return Token(
         access_token=access_token,
@@ -115,12 +115,15 @@ def _decode_raw(value: str) -> Token | None:
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         return None
     iat = claims.get("iat")
-    expires_at = datetime.fromtimestamp(exp, UTC)
-    issued_at = (
-        datetime.fromtimestamp(iat, UTC)
-        if isinstance(iat, int | float) and not isinstance(iat, bool)
-        else expires_at
-    )
+    try:
+        expires_at = datetime.fromtimestamp(exp, UTC)
+        issued_at = (
+            datetime.fromtimestamp(iat, UTC)
+            if isinstance(iat, int | float) and not isinstance(iat, bool)
+            else expires_at
+        )
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("stored token's JWT exp/iat claim is out of range") from None
     scope = claims.get("scope")
     return Token(
         access_token=value,

@@ -109,6 +109,7 @@ class FakeFetcher:
         self.script: list[Grant | BaseException] = []
         self.previous: list[Grant | None] = []
         self.issued: list[Grant] = []
+        self.on_fetch: Callable[[], None] | None = None
         self._seq = itertools.count(1)
 
     @property
@@ -135,6 +136,8 @@ class FakeFetcher:
 
     def fetch(self, previous: Grant | None = None) -> Grant:
         self.previous.append(previous)
+        if self.on_fetch is not None:
+            self.on_fetch()
         item = self.script.pop(0) if self.script else self.grant()
         if isinstance(item, BaseException):
             raise item

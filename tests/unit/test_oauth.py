@@ -1,0 +1,594 @@
+"""The token endpoint: response validation, error mapping, and the HTTP client."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import unquote_plus
+
+import pytest
+import requests
+
+from rotator.errors import (
+    EXIT_FAILED,
+    EXIT_REJECTED,
+    ConfigError,
+    CredentialsRejected,
+    InvalidGrant,
+    InvalidTokenResponse,
+    TokenEndpointError,
+    TokenEndpointUnavailable,
+    TokenRequestRejected,
+    VerificationFailed,
+    VerificationUnavailable,
+)
+from rotator.oauth import (
+    MAX_EXPIRES_IN,
+    MAX_RETRY_AFTER,
+    Grant,
+    TokenClient,
+    parse_response,
+    parse_retry_after,
+    parse_token,
+    safe_url,
+    verify_token,
+)
+from rotator.secret import Secret
+from tests.fakes import T0, FakeClock, FakeResponse, FakeSession, make_jwt, make_token
+
+URL = "https://sso.example.com/auth/realms/prod/protocol/openid-connect/token"
+ACCESS = "eyJ-access-token-MARKER"
+REFRESH = "refresh-token-MARKER"
+CLIENT_SECRET = "client-secret-MARKER"
+MARKERS = (ACCESS, REFRESH, CLIENT_SECRET)
+
+KEYCLOAK_BODY: dict[str, Any] = {
+    "access_token": ACCESS,
+    "expires_in": 300,
+    "refresh_expires_in": 0,
+    "token_type": "Bearer",
+    "not-before-policy": 0,
+    "scope": "profile email",
+}
+
+
+def respond(
+    body: Any,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    grant_type: str = "client_credentials",
+    sent_at: Any = T0,
+    url: str = URL,
+) -> Grant:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return parse_response(
+        status=status,
+        headers=headers or {},
+        body=raw,
+        sent_at=sent_at,
+        url=url,
+        grant_type=grant_type,
+    )
+
+
+def failure(body: Any, status: int = 200, **kw: Any) -> TokenEndpointError:
+    with pytest.raises(TokenEndpointError) as info:
+        respond(body, status, **kw)
+    message = str(info.value)
+    assert "\n" not in message, message
+    for marker in MARKERS:
+        assert marker not in message, message
+    return info.value
+
+
+# ---------------------------------------------------------------- success bodies
+
+
+def test_keycloak_client_credentials_body() -> None:
+    grant = respond(KEYCLOAK_BODY)
+    token = grant.token
+    assert token.access_token == ACCESS
+    assert token.token_type == "Bearer"
+    assert token.issued_at == T0
+    assert token.expires_at == T0 + timedelta(seconds=300)
+    assert token.scope == "profile email"
+    assert grant.refresh_token is None
+    assert not grant.can_refresh(T0)
+
+
+def test_expiry_counts_from_when_the_request_was_sent() -> None:
+    sent = T0 - timedelta(seconds=42)  # the answer took 42 s to arrive
+    token = respond(KEYCLOAK_BODY, sent_at=sent).token
+    assert token.expires_at == sent + timedelta(seconds=300)
+    assert token.expires_at < T0 + timedelta(seconds=300)
+
+
+def test_refresh_token_captured_only_when_refresh_expires_in_is_positive() -> None:
+    with_refresh = {
+        **KEYCLOAK_BODY,
+        "refresh_token": REFRESH,
+        "refresh_expires_in": 1800,
+        "session_state": "abc",
+    }
+    grant = respond(with_refresh)
+    assert grant.refresh_token == Secret(REFRESH)
+    assert grant.refresh_expires_at == T0 + timedelta(seconds=1800)
+    assert grant.can_refresh(T0 + timedelta(seconds=1799))
+    assert not grant.can_refresh(T0 + timedelta(seconds=1800))
+    assert REFRESH not in repr(grant)
+
+    for expires_in in (0, -5, "1800", None, True):
+        body = {**with_refresh, "refresh_expires_in": expires_in}
+        assert respond(body).refresh_token is None, expires_in
+    assert respond({**KEYCLOAK_BODY, "refresh_expires_in": 1800}).refresh_token is None
+
+
+def test_absurd_refresh_expires_in_is_not_a_crash() -> None:
+    body = {**KEYCLOAK_BODY, "refresh_token": REFRESH, "refresh_expires_in": 1e300}
+    grant = respond(body)
+    assert grant.token.access_token == ACCESS
+    assert grant.refresh_token == Secret(REFRESH)
+    assert grant.refresh_expires_at is not None
+    assert T0 < grant.refresh_expires_at <= T0 + timedelta(seconds=MAX_EXPIRES_IN)
+
+
+@pytest.mark.parametrize("token_type", ["Bearer", "bearer", "BEARER"])
+def test_token_type_bearer_in_any_case(token_type: str) -> None:
+    assert respond({**KEYCLOAK_BODY, "token_type": token_type}).token.token_type == "Bearer"
+
+
+def test_missing_expires_in_uses_the_jwt_exp() -> None:
+    jwt = make_jwt({"exp": int((T0 + timedelta(seconds=600)).timestamp())})
+    body = {"access_token": jwt, "token_type": "Bearer"}
+    token = respond(body, sent_at=T0 + timedelta(seconds=10)).token
+    assert token.expires_at == T0 + timedelta(seconds=600)
+    assert token.issued_at == T0 + timedelta(seconds=10)
+
+
+def test_quoted_integer_expires_in_is_accepted() -> None:
+    # some servers send it as a string of digits; anything else is refused below
+    token = respond({**KEYCLOAK_BODY, "expires_in": "300"}).token
+    assert token.lifetime == timedelta(seconds=300)
+
+
+def test_blank_scope_is_no_scope() -> None:
+    assert respond({**KEYCLOAK_BODY, "scope": "  "}).token.scope is None
+    assert respond({k: v for k, v in KEYCLOAK_BODY.items() if k != "scope"}).token.scope is None
+
+
+# ---------------------------------------------------------------- nonsense bodies
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "reason"),
+    [
+        (-300, "expires_in must be positive"),
+        (0, "expires_in must be positive"),
+        ("soon", "expires_in must be a number"),
+        ("300.5", "expires_in must be a number"),
+        (True, "expires_in must be a number"),
+        (None, "expires_in must be a number"),
+        ([300], "expires_in must be a number"),
+        (10**12, "absurdly large"),
+        (1e308, "absurdly large"),
+    ],
+)
+def test_bad_expires_in(expires_in: Any, reason: str) -> None:
+    err = failure({**KEYCLOAK_BODY, "expires_in": expires_in})
+    assert isinstance(err, InvalidTokenResponse)
+    assert reason in str(err)
+    assert not err.is_transient
+
+
+def test_nan_expires_in_is_refused() -> None:
+    body = json.dumps(KEYCLOAK_BODY).replace('"expires_in": 300', '"expires_in": NaN')
+    assert "expires_in must be a number" in str(failure(body.encode()))
+
+
+def test_missing_expires_in_without_jwt_is_an_error() -> None:
+    err = failure({"access_token": ACCESS, "token_type": "Bearer"})
+    assert isinstance(err, InvalidTokenResponse)
+    assert "no expires_in" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("exp", "reason"),
+    [
+        (int((T0 - timedelta(seconds=1)).timestamp()), "already in the past"),
+        (int((T0 + timedelta(days=400)).timestamp()), "absurdly far"),
+        (1e20, "absurdly far"),
+        (-1e20, "in the past"),
+        ("tomorrow", "no JWT exp"),
+    ],
+)
+def test_jwt_exp_out_of_bounds(exp: Any, reason: str) -> None:
+    err = failure({"access_token": make_jwt({"exp": exp}), "token_type": "Bearer"})
+    assert isinstance(err, InvalidTokenResponse)
+    assert reason in str(err)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({**KEYCLOAK_BODY, "access_token": ""}, "no access_token string"),
+        ({**KEYCLOAK_BODY, "access_token": "   "}, "no access_token string"),
+        ({**KEYCLOAK_BODY, "access_token": 12345}, "no access_token string"),
+        ({**KEYCLOAK_BODY, "access_token": None}, "no access_token string"),
+        ({k: v for k, v in KEYCLOAK_BODY.items() if k != "access_token"}, "no access_token"),
+        ({**KEYCLOAK_BODY, "token_type": "mac"}, "token_type must be Bearer, got 'mac'"),
+        ({**KEYCLOAK_BODY, "token_type": "DPoP"}, "token_type must be Bearer"),
+        ({k: v for k, v in KEYCLOAK_BODY.items() if k != "token_type"}, "got None"),
+        ([KEYCLOAK_BODY], "not a JSON object"),
+        ("a string", "not a JSON object"),
+        (None, "not a JSON object"),
+    ],
+)
+def test_bad_success_bodies(body: Any, reason: str) -> None:
+    err = failure(body)
+    assert isinstance(err, InvalidTokenResponse)
+    assert reason in str(err)
+    assert err.status == 200
+    assert err.url == URL
+
+
+def test_html_with_200_is_a_clear_error() -> None:
+    body = b"<html><body>\n<h1>Welcome</h1>\n" + ACCESS.encode() + b"\n</body></html>"
+    err = failure(body, 200)
+    assert isinstance(err, InvalidTokenResponse)
+    assert "HTTP 200 with a HTML body, not a token" in str(err)
+    assert "not a token" in str(failure(b"access_token=" + ACCESS.encode()))
+
+
+def test_parse_token_alone_validates_decoded_data() -> None:
+    grant = parse_token(KEYCLOAK_BODY, sent_at=T0, where="token endpoint x")
+    assert grant.token.expires_at == T0 + timedelta(seconds=300)
+    with pytest.raises(InvalidTokenResponse, match="token endpoint x: response is not"):
+        parse_token([], sent_at=T0, where="token endpoint x")
+
+
+def test_unexpected_status_is_invalid() -> None:
+    err = failure(KEYCLOAK_BODY, 302)
+    assert isinstance(err, InvalidTokenResponse)
+    assert "HTTP 302" in str(err)
+
+
+# ---------------------------------------------------------------- error mapping
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (
+            401,
+            {
+                "error": "unauthorized_client",
+                "error_description": "Invalid client or Invalid client credentials",
+            },
+        ),
+        (401, {"error": "invalid_client", "error_description": "Invalid client secret"}),
+        (400, {"error": "invalid_client", "error_description": "Missing client_id"}),
+        (401, b"Unauthorized"),
+    ],
+)
+def test_rejected_client_credentials(status: int, body: Any) -> None:
+    err = failure(body, status)
+    assert isinstance(err, CredentialsRejected)
+    assert err.exit_code == EXIT_REJECTED
+    assert not err.is_transient
+    assert err.status == status
+    assert "rejected the client credentials" in str(err)
+
+
+def test_rejection_carries_the_rfc6749_fields() -> None:
+    body = {"error": "unauthorized_client", "error_description": "Invalid client credentials"}
+    err = failure(body, 401)
+    assert (err.error, err.description) == ("unauthorized_client", "Invalid client credentials")
+    assert "(unauthorized_client: Invalid client credentials)" in str(err)
+
+
+@pytest.mark.parametrize(
+    "description", ["Token is not active", "Session not active", "Stale token"]
+)
+def test_invalid_grant_on_refresh(description: str) -> None:
+    body = {"error": "invalid_grant", "error_description": description}
+    err = failure(body, 400, grant_type="refresh_token")
+    assert isinstance(err, InvalidGrant)
+    assert description in str(err)
+    assert err.exit_code == EXIT_FAILED
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "grant_type"),
+    [
+        (400, {"error": "invalid_grant"}, "client_credentials"),
+        (400, {"error": "invalid_scope", "error_description": "bad scope"}, "client_credentials"),
+        (400, {"error": "unsupported_grant_type"}, "refresh_token"),
+        (403, b"<html>Forbidden</html>", "client_credentials"),
+        (404, b"", "client_credentials"),
+    ],
+)
+def test_other_4xx_are_rejected_requests(status: int, body: Any, grant_type: str) -> None:
+    err = failure(body, status, grant_type=grant_type)
+    assert type(err) is TokenRequestRejected
+    assert not err.is_transient
+    assert f"refused the {grant_type} request" in str(err)
+
+
+def test_error_description_is_flattened_and_truncated() -> None:
+    body = {"error": "invalid_scope", "error_description": "line one\nline two " + "x" * 500}
+    err = failure(body, 400)
+    assert "line one line two" in str(err)
+    assert len(str(err)) < 400
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 408])
+def test_5xx_and_429_are_unavailable(status: int) -> None:
+    err = failure(b"<html>Bad Gateway</html>", status)
+    assert isinstance(err, TokenEndpointUnavailable)
+    assert err.is_transient
+    assert err.retry_after is None
+    assert f"HTTP {status}" in str(err)
+
+
+def test_retry_after_seconds() -> None:
+    err = failure(b"", 429, headers={"Retry-After": "17"})
+    assert isinstance(err, TokenEndpointUnavailable)
+    assert err.retry_after == 17.0
+    assert "Retry-After 17 s" in str(err)
+
+
+def test_retry_after_http_date() -> None:
+    when = format_datetime(T0 + timedelta(seconds=120), usegmt=True)
+    err = failure(b"", 503, headers={"Retry-After": when})
+    assert isinstance(err, TokenEndpointUnavailable)
+    assert err.retry_after == 120.0
+
+
+def test_parse_retry_after_edge_cases() -> None:
+    assert parse_retry_after(None, T0) is None
+    assert parse_retry_after("", T0) is None
+    assert parse_retry_after("soon", T0) is None
+    assert parse_retry_after("-5", T0) is None
+    assert parse_retry_after("0", T0) == 0.0
+    assert parse_retry_after("999999", T0) == MAX_RETRY_AFTER
+    past = format_datetime(T0 - timedelta(hours=1), usegmt=True)
+    assert parse_retry_after(past, T0) == 0.0
+    far = format_datetime(T0 + timedelta(days=3), usegmt=True)
+    assert parse_retry_after(far, T0) == MAX_RETRY_AFTER
+
+
+def test_safe_url_drops_query_and_user_info() -> None:
+    assert (
+        safe_url(f"https://u:{CLIENT_SECRET}@sso.example.com:8443/token?x={ACCESS}#f")
+        == "https://sso.example.com:8443/token"
+    )
+
+
+def test_messages_never_carry_the_query_string() -> None:
+    err = failure(b"", 503, url=f"{URL}?client_secret={CLIENT_SECRET}")
+    assert err.url == URL
+
+
+# ---------------------------------------------------------------- the HTTP client
+
+
+def ok(body: dict[str, Any] | None = None, **extra: Any) -> FakeResponse:
+    return FakeResponse.json({**(body or KEYCLOAK_BODY), **extra})
+
+
+def client(session: FakeSession, clock: FakeClock, **kw: Any) -> TokenClient:
+    kw.setdefault("token_url", URL)
+    return TokenClient(
+        session,  # type: ignore[arg-type]
+        client_id=kw.pop("client_id", "oms client"),
+        client_secret=lambda: Secret(CLIENT_SECRET),
+        clock=clock,
+        **kw,
+    )
+
+
+def test_client_credentials_post(clock: FakeClock) -> None:
+    session = FakeSession(ok())
+    grant = client(session, clock, scope="oms.read", timeout=(2.0, 3.0)).client_credentials()
+    assert grant.token.access_token == ACCESS
+    (sent,) = session.sent
+    assert sent.method == "POST"
+    assert sent.url == URL
+    assert sent.form == {
+        "grant_type": "client_credentials",
+        "scope": "oms.read",
+        "client_id": "oms client",
+        "client_secret": CLIENT_SECRET,
+    }
+    assert sent.kwargs["auth"] is None
+    assert sent.kwargs["timeout"] == (2.0, 3.0)
+    assert sent.kwargs["verify"] is True
+    assert sent.kwargs["allow_redirects"] is False
+    assert session.responses[0].closed
+
+
+def test_client_secret_basic(clock: FakeClock) -> None:
+    session = FakeSession(ok())
+    client(session, clock, client_id="oms client", auth_method="client_secret_basic").fetch()
+    (sent,) = session.sent
+    assert "client_secret" not in sent.form and "client_id" not in sent.form
+    user, password = sent.kwargs["auth"]
+    # RFC 6749 2.3.1: form-urlencoded before the Basic encoding
+    assert user == "oms+client"
+    assert unquote_plus(user) == "oms client"
+    assert unquote_plus(password) == CLIENT_SECRET
+    basic = base64.b64encode(f"{user}:{password}".encode())
+    assert CLIENT_SECRET.encode() not in basic
+
+
+def test_slow_response_does_not_lengthen_the_token(clock: FakeClock) -> None:
+    session = FakeSession(ok())
+    session.on_send = lambda _request: clock.advance(25)
+    sent_at = clock.now()
+    token = client(session, clock).fetch().token
+    assert token.issued_at == sent_at
+    assert token.expires_at == sent_at + timedelta(seconds=300)
+    assert token.remaining(clock.now()) == timedelta(seconds=275)
+
+
+def test_refresh_path_then_invalid_grant_falls_back_once(clock: FakeClock) -> None:
+    invalid = FakeResponse.json(
+        {"error": "invalid_grant", "error_description": "Token is not active"}, 400
+    )
+    session = FakeSession(invalid, ok())
+    outcomes: list[tuple[str, str]] = []
+    tc = client(session, clock, on_request=lambda g, o: outcomes.append((g, o)))
+    previous = Grant(
+        token=make_token(clock.now()),
+        refresh_token=Secret(REFRESH),
+        refresh_expires_at=clock.now() + timedelta(minutes=30),
+    )
+    grant = tc.fetch(previous)
+    assert grant.token.access_token == ACCESS
+    assert [r.form["grant_type"] for r in session.sent] == ["refresh_token", "client_credentials"]
+    assert session.sent[0].form["refresh_token"] == REFRESH
+    assert outcomes == [("refresh_token", "invalid_grant"), ("client_credentials", "ok")]
+
+
+def test_refresh_path_used_when_still_valid(clock: FakeClock) -> None:
+    renewed = ok(refresh_token="refresh-token-MARKER-2", refresh_expires_in=1800)
+    session = FakeSession(renewed)
+    previous = Grant(
+        token=make_token(clock.now()),
+        refresh_token=Secret(REFRESH),
+        refresh_expires_at=clock.now() + timedelta(minutes=30),
+    )
+    grant = client(session, clock).fetch(previous)
+    assert [r.form["grant_type"] for r in session.sent] == ["refresh_token"]
+    assert grant.refresh_token == Secret("refresh-token-MARKER-2")
+
+
+def test_expired_refresh_token_goes_straight_to_client_credentials(clock: FakeClock) -> None:
+    session = FakeSession(ok())
+    previous = Grant(
+        token=make_token(clock.now()),
+        refresh_token=Secret(REFRESH),
+        refresh_expires_at=clock.now() - timedelta(seconds=1),
+    )
+    client(session, clock).fetch(previous)
+    assert [r.form["grant_type"] for r in session.sent] == ["client_credentials"]
+
+
+def test_refresh_rejected_for_other_reasons_is_not_papered_over(clock: FakeClock) -> None:
+    rejected = FakeResponse.json({"error": "unauthorized_client"}, 401)
+    session = FakeSession(rejected)
+    previous = Grant(
+        token=make_token(clock.now()),
+        refresh_token=Secret(REFRESH),
+        refresh_expires_at=clock.now() + timedelta(minutes=30),
+    )
+    with pytest.raises(CredentialsRejected):
+        client(session, clock).fetch(previous)
+    assert len(session.sent) == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome", "text"),
+    [
+        (requests.ConnectTimeout("boom"), "timeout", "timed out"),
+        (requests.ReadTimeout("boom"), "timeout", "timed out"),
+        (requests.exceptions.SSLError("boom"), "tls_error", "TLS verification failed"),
+        (requests.ConnectionError(f"refused {CLIENT_SECRET}"), "connection_error", "unreachable"),
+    ],
+)
+def test_transport_errors_are_transient(
+    clock: FakeClock, exc: Exception, outcome: str, text: str
+) -> None:
+    outcomes: list[str] = []
+    tc = client(FakeSession(exc), clock, on_request=lambda g, o: outcomes.append(o))
+    with pytest.raises(TokenEndpointUnavailable) as info:
+        tc.client_credentials()
+    assert info.value.is_transient
+    assert text in str(info.value)
+    assert CLIENT_SECRET not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert outcomes == [outcome]
+
+
+def test_body_is_size_capped(clock: FakeClock) -> None:
+    huge = FakeResponse(status_code=200, body=b"x" * 5000)
+    session = FakeSession(huge)
+    with pytest.raises(InvalidTokenResponse, match="larger than 1000 bytes"):
+        client(session, clock, max_body_bytes=1000).client_credentials()
+    assert huge.closed
+
+
+def test_truncated_body_is_transient(clock: FakeClock) -> None:
+    cut = FakeResponse(
+        status_code=200,
+        body=b'{"access_token": "',
+        chunk_error=requests.exceptions.ChunkedEncodingError("cut"),
+    )
+    with pytest.raises(TokenEndpointUnavailable, match="cut off"):
+        client(FakeSession(cut), clock).client_credentials()
+    assert cut.closed
+
+
+def test_error_status_reaches_the_observer(clock: FakeClock) -> None:
+    outcomes: list[str] = []
+    session = FakeSession(FakeResponse(status_code=503, body=b"<html/>"))
+    with pytest.raises(TokenEndpointUnavailable):
+        client(session, clock, on_request=lambda g, o: outcomes.append(o)).client_credentials()
+    assert outcomes == ["http_503"]
+
+
+@pytest.mark.parametrize("url", ["http://sso.example.com/token", "ftp://sso.example.com/token"])
+def test_client_refuses_plain_http_except_loopback(clock: FakeClock, url: str) -> None:
+    with pytest.raises(ConfigError, match="plain http"):
+        client(FakeSession(), clock, token_url=url)
+    client(FakeSession(), clock, token_url="http://127.0.0.1:8080/token")
+
+
+def test_client_repr_hides_the_secret(clock: FakeClock) -> None:
+    tc = client(FakeSession(), clock, token_url=URL + "?x=1")
+    assert CLIENT_SECRET not in repr(tc)
+    assert tc.url == URL
+
+
+# ---------------------------------------------------------------- verify_url
+
+
+def test_verify_sends_the_token_and_accepts_2xx() -> None:
+    session = FakeSession(FakeResponse(status_code=204))
+    verify_token(session, "https://oms.example.com/oms-api/", make_token(access_token=ACCESS))  # type: ignore[arg-type]
+    (sent,) = session.sent
+    assert sent.method == "GET"
+    assert sent.kwargs["headers"]["Authorization"] == f"Bearer {ACCESS}"
+    assert session.responses[0].closed
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (401, VerificationFailed),
+        (403, VerificationFailed),
+        (302, VerificationFailed),
+        (503, VerificationUnavailable),
+        (429, VerificationUnavailable),
+    ],
+)
+def test_verify_refusals(status: int, error: type[Exception]) -> None:
+    session = FakeSession(FakeResponse(status_code=status))
+    with pytest.raises(error) as info:
+        verify_token(
+            session, "https://oms.example.com/oms-api/?k=v", make_token(access_token=ACCESS)
+        )  # type: ignore[arg-type]
+    assert type(info.value) is error
+    assert ACCESS not in str(info.value)
+    assert "k=v" not in str(info.value)
+    assert f"HTTP {status}" in str(info.value)
+
+
+def test_verify_unreachable_is_transient() -> None:
+    session = FakeSession(requests.ConnectionError("down"))
+    with pytest.raises(VerificationUnavailable) as info:
+        verify_token(session, "https://oms.example.com/", make_token(access_token=ACCESS))  # type: ignore[arg-type]
+    assert info.value.is_transient
