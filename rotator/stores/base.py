@@ -32,8 +32,17 @@ class Reading:
         return self.problem is not None
 
     def holds_later(self, token: Token) -> bool:
-        """True when this reading's token expires no earlier than `token`: keep it."""
-        return self.token is not None and self.token.expires_at >= token.expires_at
+        """True when this reading's token expires no earlier than `token`: keep it.
+
+        A stored token issued more than a whole lifetime after `token` cannot come
+        from a writer racing us (that writer fetched before our publish, within
+        seconds): it was stamped by a clock that has since been set back, and
+        keeping it would pin a long-expired token in place. It is replaced.
+        """
+        held = self.token
+        if held is None or held.expires_at < token.expires_at:
+            return False
+        return held.issued_at <= token.issued_at + token.lifetime
 
     def kept(self) -> PutResult:
         """The PutResult of a publish that kept this reading's (later) token."""
