@@ -216,6 +216,10 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
         max_workers=min(32, len(rotators) + 1),
         advise=lambda name, token: _advise(app, by_name[name], token),
     )
+    register = getattr(app.observer, "register", None)
+    if register is not None:
+        for cred in settings.credentials:
+            register(cred.name)
     _install_signal_handlers(app.stop_event)
     server = None
     port = metrics_port if metrics_port is not None else settings.metrics_port

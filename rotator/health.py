@@ -12,7 +12,13 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from rotator.token import Token
@@ -26,6 +32,7 @@ class Metrics:
     """An Observer that keeps Prometheus metrics in its own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.expiry = Gauge(
@@ -83,6 +90,11 @@ class Metrics:
             registry=r,
         )
 
+    def register(self, credential: str) -> None:
+        """Create a credential's series up front, so the first retry is visible to rate()."""
+        self.retries.labels(credential)
+        self.rotations.labels(credential, "error")
+
     def token_request(self, credential: str, grant: str, outcome: str) -> None:
         self.token_requests.labels(credential, grant, outcome).inc()
 
@@ -97,7 +109,7 @@ class Metrics:
             self.last_success.labels(credential).set_to_current_time()
 
     def published(self, credential: str, token: Token) -> None:
-        self.expiry.labels(credential).set(token.expires_at.timestamp())
+        self.expiry.labels(credential).set(int(token.expires_at.timestamp()))
 
     def scheduled(self, credential: str, at: datetime) -> None:
         self.next_rotation.labels(credential).set(at.timestamp())

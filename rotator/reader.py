@@ -105,9 +105,15 @@ class TokenReader:
         self.token()
         return self._token
 
-    def refresh(self) -> str:
-        """Re-read the store now, whatever the cache says (after a 401)."""
+    def refresh(self, rejected: str | None = None) -> str:
+        """Re-read the store now, whatever the cache says (after a 401).
+
+        With `rejected` (the token the server refused), threads that hit the same
+        401 together share one re-read: if the cache already moved on, it is used.
+        """
         with self._lock:
+            if rejected is not None and self._value is not None and self._value != rejected:
+                return self._value
             return self._reread()
 
     def _cached(self) -> str | None:
@@ -163,7 +169,8 @@ class BearerAuth(requests.auth.AuthBase):
         request = response.request
         if response.status_code != 401 or getattr(request, "_rotator_retried", False):
             return response
-        token = self.reader.refresh()
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        token = self.reader.refresh(rejected=sent or None)
         response.content  # noqa: B018 - drain so the connection can be reused
         response.close()
         retry = request.copy()

@@ -243,7 +243,9 @@ def test_metrics_health_and_readiness_of_a_healthy_daemon(
     assert began <= last_success <= now
     assert sample(m, "rotator_credential_healthy", **cred) == 1
     assert sample(m, "rotator_rotations_total", result="rotated", **cred) == 1
-    assert sample(m, "rotator_rotations_total", result="error", **cred) is None
+    assert (
+        sample(m, "rotator_rotations_total", result="error", **cred) == 0
+    )  # pre-created: visible to rate() from the start
     assert (
         sample(
             m,
@@ -258,8 +260,8 @@ def test_metrics_health_and_readiness_of_a_healthy_daemon(
     for target in (f"file:{token_file}", f"secretsmanager:{SECRET_ID}"):
         assert sample(m, "rotator_publishes_total", target=target, outcome="ok", **cred) == 1
     assert sample(m, "rotator_secretsmanager_write_interval_seconds", **cred) == 0.75 * 300
-    # No retry happened: if the series is there, it says 0 (see the xfail test below).
-    assert sample(m, "rotator_retries_total", **cred) in (None, 0)
+    # No retry happened: the series exists from the start and says 0.
+    assert sample(m, "rotator_retries_total", **cred) == 0
 
     response, _ = daemon.get("/metrics")
     assert response.headers["Content-Type"].startswith("text/plain")
@@ -285,12 +287,6 @@ def test_metrics_health_and_readiness_of_a_healthy_daemon(
     assert GOOD_SECRET not in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rotator_retries_total{credential} has no sample until the first retry: the "
-    "known credential's series is not initialised to 0 (Prometheus 'avoid missing metrics'); "
-    "see report",
-)
 def test_retries_series_exists_before_the_first_retry(
     stub: KeycloakStub, start_daemon: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
@@ -370,6 +366,36 @@ def test_never_ready_when_the_token_endpoint_rejects_the_client(
     assert daemon.terminate() == 0
     for text in (daemon.log(), json.dumps(health.json()), json.dumps(ready.json())):
         assert WRONG_SECRET not in text
+
+
+def test_not_ready_while_the_published_token_has_less_than_the_margin_left(
+    start_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token.json"
+    # A 20 s token against the 30 s readiness margin: published, never enough margin.
+    with KeycloakStub(access_token_lifespan=20) as short:
+        daemon = start_daemon(
+            toml_config(
+                token_url=short.token_url,
+                targets=[{"type": "file", "path": str(token_file)}],
+            )
+        )
+        daemon.wait_until(
+            "a published token", lambda: FileStore(token_file).get().token is not None
+        )
+        rotated = {"credential": CREDENTIAL, "result": "rotated"}
+        daemon.wait_until(
+            "the rotation to be counted",
+            lambda: sample(daemon.metrics(), "rotator_rotations_total", **rotated) == 1,
+        )
+        ready, elapsed = daemon.get("/readyz")
+        assert ready.status_code == 503
+        state = ready.json()["credentials"][CREDENTIAL]
+        assert state["ready"] is False
+        assert 0 < state["seconds_left"] <= 20
+        assert elapsed < PROBE_BOUND
+        assert daemon.get("/healthz")[0].status_code == 200
+        assert daemon.terminate() == 0
 
 
 # ------------------------------------------------------------------------------------------

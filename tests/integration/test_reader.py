@@ -305,11 +305,6 @@ def test_a_server_that_always_answers_401_gets_two_requests_per_call(
     assert backend.store_reads() == 1 + calls
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BearerAuth: concurrent 401s each re-read the store (TokenReader.refresh does not "
-    "coalesce with a re-read that already replaced the rejected token); see report",
-)
 def test_concurrent_401s_share_one_reread(
     make_backend: Callable[..., Backend], stub: KeycloakStub
 ) -> None:
