@@ -145,8 +145,10 @@ def parse_token(
     token = Token(
         access_token=access_token,
         token_type="Bearer",
-        issued_at=sent_at,
-        expires_at=sent_at + lifetime,
+        # Whole seconds, rounded down, as the document publishes them and as servers
+        # stamp iat/exp: the schedule must plan from exactly what consumers see.
+        issued_at=sent_at.replace(microsecond=0),
+        expires_at=(sent_at + lifetime).replace(microsecond=0),
         scope=scope if isinstance(scope, str) and scope.strip() else None,
     )
     refresh_token = data.get("refresh_token")

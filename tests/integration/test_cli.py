@@ -46,15 +46,6 @@ RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 CLI_TIMEOUT = 40.0
 STOP_TIMEOUT = 5.0
 
-# A product bug found by these tests (see test_run_publishes_no_expired_token_whatever_the_phase).
-WHOLE_SECOND_BUG = (
-    "BUG: the daemon plans the next refresh from the token's sub-second expiry (request sent "
-    "+ expires_in), but servers put whole seconds in `exp` (oidc-provider: floor(iat) + ttl) "
-    "and the published document floors expires_at to whole seconds; so up to 1 s of the "
-    "safety margin (capped at a quarter of the lifetime) is lost, and with a short lifetime "
-    "the published token expires before the next rotation publishes its successor"
-)
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -980,7 +971,6 @@ parameter = {toml_str(PARAMETER)}
     return watcher
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=WHOLE_SECOND_BUG)
 def test_run_publishes_no_expired_token_whatever_the_phase_keycloak(
     aws: AwsEnv, keycloak: Callable[..., KeycloakStub], tmp_path: Path
 ) -> None:
@@ -1077,9 +1067,6 @@ def test_oidc_wrong_secret_exits_3(aws: AwsEnv, oidc_peer: OidcPeer) -> None:
 def test_oidc_run_daemon_rotates_and_never_publishes_a_dead_token(
     aws: AwsEnv, oidc_peer: OidcPeer, tmp_path: Path
 ) -> None:
-    # ratio 0.5 keeps the daemon clear of the whole-second bug (WHOLE_SECOND_BUG, shown by
-    # the xfail tests): the default 0.75 of a 3 s token leaves a 0.75 s margin, less than
-    # the up to 1 s lost to whole-second `exp`.
     config = write_config(
         tmp_path,
         f"""
@@ -1088,9 +1075,6 @@ name = "oms"
 token_url = {toml_str(oidc_peer.token_url)}
 client_id = {toml_str(oidc_peer.client_id)}
 client_secret_env = "OMS_CLIENT_SECRET"
-
-[credentials.refresh]
-ratio = 0.5
 
 [[credentials.targets]]
 type = "secretsmanager"
@@ -1127,7 +1111,6 @@ parameter = {toml_str(PARAMETER)}
 
 
 @pytest.mark.node
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=WHOLE_SECOND_BUG)
 def test_run_publishes_no_expired_token_whatever_the_phase_oidc(
     aws: AwsEnv, oidc_peer: OidcPeer, tmp_path: Path
 ) -> None:
