@@ -47,6 +47,7 @@ def once(app: App, *, force: bool = False, interval: float | None = None) -> int
     """Rotate what is due. `interval` (seconds until the next cron run) makes a token
     that would be too close to expiry by then count as due now."""
     horizon = timedelta(seconds=interval or 0)
+    _install_signal_handlers(app.stop_event)  # SIGTERM: finish the publish, skip back-offs
     codes = [
         _once_one(app, cred, force=force, horizon=horizon) for cred in app.settings.credentials
     ]
@@ -147,6 +148,7 @@ def get(app: App, *, credential: str | None, as_json: bool, out: TextIO | None =
 
 def check(app: App, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    _install_signal_handlers(app.stop_event)
     codes = [_check_one(app, cred, out) for cred in app.settings.credentials]
     return worst(codes)
 

@@ -126,7 +126,8 @@ class Metrics:
 
 class HealthServer:
     """/metrics, /healthz (the scheduler is alive) and /readyz (every credential
-    has a published token with more than the readiness margin left)."""
+    has a published token with more than the readiness margin left, in every
+    one of its targets)."""
 
     def __init__(self, app: App, daemon: Daemon, *, host: str = "0.0.0.0", port: int = 0) -> None:  # noqa: S104
         self._app = app
@@ -177,9 +178,10 @@ class HealthServer:
         for rotator in self._daemon.rotators:
             token = rotator.token
             left = None if token is None else (token.expires_at - now).total_seconds()
-            ok = left is not None and left > margin
+            behind = sorted(rotator.pending_targets)
+            ok = left is not None and left > margin and not behind
             ready = ready and ok
-            creds[rotator.name] = {"ready": ok, "seconds_left": left}
+            creds[rotator.name] = {"ready": ok, "seconds_left": left, "targets_behind": behind}
         return ready, {"status": "ready" if ready else "not ready", "credentials": creds}
 
 

@@ -181,6 +181,12 @@ class CredentialRotator:
         now = now or self._clock.now()
         return self.schedule.next_run_at(self.token, now, self._rng())
 
+    @property
+    def pending_targets(self) -> frozenset[str]:
+        """Targets that missed the newest fetched token (a publish to them failed)."""
+        pending = self._pending
+        return frozenset() if pending is None else pending[1]
+
     def lifetime(self) -> timedelta | None:
         return None if self.token is None else self.token.lifetime
 

@@ -5,6 +5,11 @@ the published token's real lifetime after a success or on back-off after a
 failure. A job never sleeps, so a stuck credential holds one worker for at most
 its HTTP timeouts and never delays the others' schedules. Job ids are unique per
 run, so a job that reschedules itself can never collide with its own instance.
+
+Instants come from the injected clock, but APScheduler fires by the wall clock:
+each run is handed over as a delay from now, and a watchdog on the monotonic
+clock fires any job the wall clock has held back (a clock set backwards would
+otherwise delay every run by the size of the jump).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +30,10 @@ from rotator.rotation import CredentialRotator, Observer, describe_error
 from rotator.token import Token
 
 log = logging.getLogger("rotator")
+
+# The shortest gap between two runs of one credential: a schedule that keeps
+# saying "now" (a token that is due as soon as it is issued) cannot spin.
+MIN_GAP_SECONDS = 0.2
 
 
 @dataclass
@@ -50,6 +60,7 @@ class Daemon:
         stop_event: threading.Event | None = None,
         max_workers: int = 16,
         advise: Callable[[str, Token], str | None] | None = None,
+        scheduler_now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.rotators = list(rotators)
         self.states = {r.name: JobState() for r in self.rotators}
@@ -61,6 +72,8 @@ class Daemon:
         self._max_workers = max(1, min(max_workers, len(self.rotators)))
         self._scheduler: Any = None
         self._started = threading.Event()
+        self._deadlines: dict[str, tuple[str, float]] = {}  # name -> (job id, monotonic)
+        self._scheduler_now = scheduler_now  # the frame APScheduler fires in
         self._advise = advise
         self._advised: set[str] = set()
 
@@ -90,8 +103,25 @@ class Daemon:
         if not self._started.is_set():
             self.start()
         while not self.stop_event.wait(poll):
-            pass
+            self.fire_overdue()
         self.shutdown()
+
+    def fire_overdue(self, grace: float = 1.0) -> int:
+        """Run now any job whose monotonic deadline passed `grace` seconds ago."""
+        from apscheduler.jobstores.base import JobLookupError
+
+        now = time.monotonic()
+        fired = 0
+        for name, (job_id, deadline) in list(self._deadlines.items()):
+            if now <= deadline + grace:
+                continue
+            try:
+                self._scheduler.modify_job(job_id, next_run_time=self._scheduler_now())
+            except JobLookupError:
+                continue  # it is running or has run
+            log.warning("wall clock held back the run of credential=%s: running it now", name)
+            fired += 1
+        return fired
 
     def shutdown(self) -> None:
         self.stop_event.set()
@@ -107,16 +137,20 @@ class Daemon:
         state = self.states[rotator.name]
         state.next_run_at = at
         self._observer.scheduled(rotator.name, at)
+        delay = max((at - self._clock.now()).total_seconds(), MIN_GAP_SECONDS)
+        job_id = f"{rotator.name}#{next(self._seq)}"
+        self._deadlines[rotator.name] = (job_id, time.monotonic() + delay)
         self._scheduler.add_job(
             self._run,
             trigger="date",
-            run_date=at,
+            run_date=self._scheduler_now() + timedelta(seconds=delay),
             args=(rotator,),
-            id=f"{rotator.name}#{next(self._seq)}",
+            id=job_id,
             name=f"rotate {rotator.name}",
         )
 
     def _run(self, rotator: CredentialRotator) -> None:
+        self._deadlines.pop(rotator.name, None)
         state = self.states[rotator.name]
         next_at: datetime | None = None
         started = self._clock.now()

@@ -83,7 +83,7 @@ class SecretProvider:
                 return _from_secret_string(response.get("SecretString"), ref)
             client = self._client_for("ssm", region)
             response = client.get_parameter(Name=ref, WithDecryption=True)
-            value = response["Parameter"]["Value"]
+            value = response.get("Parameter", {}).get("Value")
         except SecretSourceError:
             raise
         except Exception as exc:

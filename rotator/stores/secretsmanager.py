@@ -99,6 +99,13 @@ class SecretsManagerStore:
             raise self._error(exc, _GET) from exc
         version = response.get("VersionId")
         value = response.get("SecretString")
+        if version is None:
+            # a cut-off answer parses as an empty 200: say so, and let it be retried
+            raise StoreUnavailable(
+                f"{_GET} on {self._secret_id}: incomplete response from AWS",
+                target=self._secret_id,
+                action=_GET,
+            )
         if value is None:
             return Reading(
                 value="",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rotator.errors import StoreError, StoreValueTooLarge
+from rotator.errors import StoreError, StoreUnavailable, StoreValueTooLarge
 from rotator.stores.aws import error_code, map_aws_error
 from rotator.stores.base import PutResult, Reading
 from rotator.token import Token, decode, encode
@@ -84,8 +84,15 @@ class SsmStore:
             if error_code(exc) == "ParameterNotFound":
                 return Reading()
             raise self._error(exc, _GET) from exc
-        parameter = response["Parameter"]
-        value = parameter.get("Value", "")
+        parameter = response.get("Parameter")
+        if not parameter or "Value" not in parameter:
+            # a cut-off answer parses as an empty 200: say so, and let it be retried
+            raise StoreUnavailable(
+                f"{_GET} on {self._parameter}: incomplete response from AWS",
+                target=self._parameter,
+                action=_GET,
+            )
+        value = parameter["Value"]
         version = str(parameter["Version"]) if "Version" in parameter else None
         try:
             token = decode(value, self._fmt)
@@ -120,7 +127,8 @@ class SsmStore:
                 response = self._put_parameter(value, "Advanced")
             except _AWS_ERRORS as retry_exc:
                 raise self._error(retry_exc, _PUT, value) from retry_exc
-        return PutResult(token, is_ours=True, version=str(response["Version"]))
+        version = response.get("Version")
+        return PutResult(token, is_ours=True, version=None if version is None else str(version))
 
     def ping(self) -> None:
         try:

@@ -36,6 +36,7 @@ def setup(
         backoff=Backoff(initial=1.0, cap=cap, jitter=0.0),
         observer=observer or NullObserver(),
         advise=advise,  # type: ignore[arg-type]
+        scheduler_now=clock.now,
     )
     scheduler = FakeScheduler()
     daemon._scheduler = scheduler
