@@ -123,10 +123,10 @@ class App:
     clock: Clock
     aws: AwsClients
     observer: Observer
-    session: Any = None
-    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    _secrets: dict[str, SecretProvider] = field(default_factory=dict)
+    session: Any = field(default=None, repr=False)
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
+    stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    _secrets: dict[str, SecretProvider] = field(default_factory=dict, repr=False)
 
     def http(self) -> requests.Session:
         if self.session is None:

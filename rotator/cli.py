@@ -27,6 +27,11 @@ ROTATOR_CLIENT_SECRET / ROTATOR_CLIENT_SECRET_FILE."""
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
+        if "invalid choice:" in message:
+            # `rotator SECRET` must not echo SECRET: name the choices, not the value
+            head, _, tail = message.partition("invalid choice:")
+            choices = tail[tail.find("(choose from") :] if "(choose from" in tail else ""
+            message = f"{head}invalid choice {choices}".rstrip()
         if message.startswith("unrecognized arguments:"):
             # never echo values: a mistaken `--client-secret VALUE` must not reach a log
             words = message.split(":", 1)[1].split()

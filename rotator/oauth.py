@@ -27,7 +27,7 @@ from rotator.errors import (
     TokenEndpointUnavailable,
     TokenRequestRejected,
 )
-from rotator.secret import Secret, register
+from rotator.secret import Secret, register, scrub
 from rotator.token import Token, jwt_claims
 
 if TYPE_CHECKING:
@@ -81,7 +81,9 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 
 def _one_line(text: object, limit: int = 200) -> str:
-    flat = " ".join(str(text).split())
+    """Server-supplied text, flattened, capped and scrubbed of any known secret
+    (a server that echoes the client secret back must not make us log it)."""
+    flat = scrub(" ".join(str(text).split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

@@ -20,6 +20,7 @@ from typing import Protocol
 from rotator.clock import Clock, format_instant
 from rotator.errors import RotatorError, StoreError
 from rotator.oauth import Grant
+from rotator.secret import scrub
 from rotator.stores.base import Reading, TokenStore
 from rotator.token import Token
 
@@ -313,5 +314,5 @@ def _newest(tokens: Iterable[Token | None]) -> Token | None:
 def describe_error(exc: BaseException) -> str:
     """One readable line for an error, never a traceback."""
     if isinstance(exc, RotatorError):
-        return str(exc)
+        return scrub(str(exc))
     return f"internal error ({type(exc).__name__})"

@@ -149,8 +149,25 @@ class FileStore:
         finally:
             os.close(fd)  # closing releases the lock
 
+    def _sweep_temp_files(self) -> None:
+        """Remove temp files of writers that died before their rename. Called with
+        the lock held, so no live writer has one open."""
+        prefix, suffix = f".{self._path.name}.", ".tmp"
+        with contextlib.suppress(OSError), os.scandir(self._path.parent) as entries:
+            for entry in entries:
+                name = entry.name
+                if (
+                    name.startswith(prefix)
+                    and name.endswith(suffix)
+                    and len(name) == len(prefix) + 16 + len(suffix)
+                    and entry.is_file(follow_symlinks=False)
+                ):
+                    with contextlib.suppress(OSError):
+                        Path(entry.path).unlink()
+
     def _write(self, data: bytes) -> str:
         folder = self._path.parent
+        self._sweep_temp_files()
         tmp = folder / f".{self._path.name}.{secrets.token_hex(8)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
         try:

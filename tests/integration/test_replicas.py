@@ -1,0 +1,197 @@
+"""Several replicas on one credential and one target, with no coordinator of ours.
+
+Three ``rotator run`` daemons share a credential and a target (Secrets Manager,
+SSM or a file) for five token lifetimes against a KeycloakStub issuing 3 s
+tokens. A reader thread reads the target all along, as a consumer would: the
+token it finds is never expired and its ``expires_at`` never goes backwards.
+
+The duplicate-fetch rate is the number of token requests beyond one per refresh
+period, per refresh period (0 means the replicas never fetched twice for one
+period; 2 would mean all three always did). Requests are grouped into refresh
+periods by time (a period's requests come within a fraction of a second, periods
+are ~2 s apart). The first period is the cold start (every replica finds the
+target empty at once) and is reported apart. Figures are printed and written to
+``<pytest basetemp>/replicas-<target>.json``; only a loose bound is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotator.testing import KeycloakStub
+from tests.fixtures.aws import AwsEnv
+from tests.fixtures.procs import (
+    Daemon,
+    Reader,
+    StoreWatcher,
+    cli_env,
+    file_reader,
+    secretsmanager_reader,
+    ssm_reader,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+LIFESPAN = 3.0
+LIFETIMES = 5
+REPLICAS = 3
+# Requests less than this apart belong to one refresh period. Replicas that are due
+# together fetch within the jitter (5 % of 3 s) plus a few ms; successive periods are
+# at least ~1.1 s apart (refresh at 70-75 % of a lifetime counted from a whole second).
+PERIOD_GAP = 0.6
+CLIENT_ID = "oms-client"
+CLIENT_SECRET = "replicas-client-secret"
+SECRET_ID = "replicas/token"
+PARAMETER = "/replicas/token"
+# The daemon's line per run, and the rotator's line per store write.
+STEP = re.compile(r" (rotated|adopted|published) credential=\S+ expires_at=")
+WRITE = re.compile(r" (published|kept newer token) credential=\S+ target=")
+
+
+@pytest.fixture
+def stub() -> Iterator[KeycloakStub]:
+    with KeycloakStub(
+        clients={CLIENT_ID: CLIENT_SECRET}, access_token_lifespan=LIFESPAN
+    ) as keycloak:
+        yield keycloak
+
+
+def periods(times: list[float], gap: float) -> list[list[float]]:
+    """Group request times into refresh periods: a gap longer than `gap` starts one."""
+    groups: list[list[float]] = []
+    for t in sorted(times):
+        if groups and t - groups[-1][-1] <= gap:
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    return groups
+
+
+def duplicate_fetch_figures(stub: KeycloakStub) -> dict[str, Any]:
+    requests = stub.requests()
+    ok = [r.time for r in requests if r.outcome == "ok"]
+    groups = periods(ok, gap=PERIOD_GAP)
+    steady = groups[1:]
+    steady_fetches = sum(len(g) for g in steady)
+    return {
+        "token_requests": len(requests),
+        "tokens_issued": len(ok),
+        "refresh_periods": len(groups),
+        "cold_start_fetches": len(groups[0]) if groups else 0,
+        "steady_periods": len(steady),
+        "steady_fetches": steady_fetches,
+        "fetches_per_period": round(len(ok) / len(groups), 3) if groups else None,
+        "steady_fetches_per_period": round(steady_fetches / len(steady), 3) if steady else None,
+        "duplicate_fetch_rate": round((len(ok) - len(groups)) / len(groups), 3) if groups else None,
+        "steady_duplicate_fetch_rate": round((steady_fetches - len(steady)) / len(steady), 3)
+        if steady
+        else None,
+        "fetches_per_steady_period": [len(g) for g in steady],
+        "spread_ms_of_duplicates": [round((g[-1] - g[0]) * 1000) for g in steady if len(g) > 1],
+    }
+
+
+def target_env(kind: str, aws: AwsEnv, tmp_path: Path) -> tuple[dict[str, str], Reader]:
+    if kind == "secretsmanager":
+        return (
+            {
+                "ROTATOR_SECRETSMANAGER_SECRET_ID": SECRET_ID,
+                "ROTATOR_SECRETSMANAGER_CREATE": "true",
+            },
+            secretsmanager_reader(aws, SECRET_ID),
+        )
+    if kind == "ssm":
+        return {"ROTATOR_SSM_PARAMETER": PARAMETER}, ssm_reader(aws, PARAMETER)
+    path = tmp_path / "shared" / "token.json"
+    path.parent.mkdir()
+    return {"ROTATOR_FILE_PATH": str(path)}, file_reader(path)
+
+
+@pytest.mark.parametrize("kind", ["secretsmanager", "ssm", "file"])
+def test_three_replicas_share_one_target(
+    kind: str,
+    aws: AwsEnv,
+    stub: KeycloakStub,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    record_property: Callable[[str, object], None],
+) -> None:
+    target, read = target_env(kind, aws, tmp_path)
+    env = cli_env(
+        aws,
+        ROTATOR_TOKEN_URL=stub.token_url,
+        ROTATOR_CLIENT_ID=CLIENT_ID,
+        ROTATOR_CLIENT_SECRET=CLIENT_SECRET,
+        ROTATOR_CREDENTIAL_NAME="shared",
+        **target,
+    )
+    watcher = StoreWatcher(kind, read, interval=0.02)
+    daemons: list[Daemon] = []
+    watcher.start()
+    try:
+        for i in range(REPLICAS):
+            daemons.append(Daemon(env, tmp_path / "logs", name=f"replica{i}"))
+        deadline = time.monotonic() + 20
+        while watcher.distinct_values == 0:
+            assert time.monotonic() < deadline, "no replica published within 20 s"
+            time.sleep(0.05)
+        observed_from = time.monotonic()
+        time.sleep(LIFESPAN * LIFETIMES)
+        observed = time.monotonic() - observed_from
+        for daemon in daemons:
+            assert daemon.is_running, daemon.stop().describe()
+        results = [daemon.stop() for daemon in daemons]
+    finally:
+        for daemon in daemons:
+            daemon.kill()
+        watcher.stop()
+
+    verdict = watcher.check(stub.issued_tokens(), fresh=True)
+    actions: Counter[str] = Counter()
+    errors: list[str] = []
+    for result in results:
+        for line in result.stderr.splitlines():
+            if match := STEP.search(line):
+                actions[f"step_{match.group(1)}"] += 1
+            if match := WRITE.search(line):
+                actions[f"write_{match.group(1).replace(' ', '_')}"] += 1
+            if " ERROR " in line:
+                errors.append(line)
+    figures = duplicate_fetch_figures(stub)
+    report = {
+        "target": kind,
+        "replicas": REPLICAS,
+        "lifespan_seconds": LIFESPAN,
+        "observed_seconds": round(observed, 1),
+        **figures,
+        "reads": verdict.reads,
+        "distinct_tokens_published": len(verdict.tokens),
+        "expired_reads": verdict.expired_reads,
+        "expires_at_regressions": len(verdict.backwards),
+        "daemon_actions": dict(actions),
+        "daemon_error_lines": len(errors),
+    }
+    text = json.dumps(report, indent=2)
+    print(f"\nreplicas report ({kind}):\n{text}")
+    (tmp_path_factory.getbasetemp() / f"replicas-{kind}.json").write_text(text + "\n")
+    record_property("duplicate_fetch_rate", figures["duplicate_fetch_rate"])
+    record_property("steady_duplicate_fetch_rate", figures["steady_duplicate_fetch_rate"])
+
+    assert [r.returncode for r in results] == [0] * REPLICAS, [r.describe() for r in results]
+    assert not watcher.errors, watcher.errors[:5]
+    assert not verdict.problems, "\n".join(verdict.problems[:10])
+    assert not errors, "\n".join(errors[:10])
+    # A refresh every 70-75 % of a lifetime counted from the whole second the token was
+    # issued in: between 1.1 s and 2.25 s apart with 3 s tokens.
+    seconds = observed + 1
+    assert seconds / 2.25 - 1 <= figures["refresh_periods"] <= seconds / 1.1 + 2, report
+    # Loose sanity bound: the replicas must not all fetch every time.
+    assert figures["fetches_per_period"] < REPLICAS, report
