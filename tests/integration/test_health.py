@@ -337,7 +337,11 @@ def test_never_ready_when_the_token_endpoint_rejects_the_client(
     ready, ready_time = daemon.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["status"] == "not ready"
-    assert ready.json()["credentials"][CREDENTIAL] == {"ready": False, "seconds_left": None}
+    assert ready.json()["credentials"][CREDENTIAL] == {
+        "ready": False,
+        "seconds_left": None,
+        "targets_behind": [],
+    }
     health, health_time = daemon.get("/healthz")
     assert health.status_code == 200  # alive: the scheduler keeps trying
     state = health.json()["credentials"][CREDENTIAL]

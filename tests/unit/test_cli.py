@@ -70,7 +70,7 @@ def test_no_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
 def test_unknown_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "rotate-all")
     assert code == 2
-    assert "invalid choice: 'rotate-all'" in err
+    assert "invalid choice" in err and "rotate-all" not in err  # values are never echoed
 
 
 @pytest.mark.parametrize(
@@ -191,7 +191,7 @@ def test_bad_log_settings_in_the_environment(
 def test_bad_log_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "once", "--log-level", "chatty")
     assert code == 2
-    assert "invalid choice: 'chatty'" in err
+    assert "invalid choice" in err and "chatty" not in err
 
 
 def test_get_prints_the_published_token(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
