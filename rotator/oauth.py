@@ -253,6 +253,7 @@ class TokenClient:
         scope: str | None = None,
         timeout: tuple[float, float] = (5.0, 10.0),
         verify: str | bool = True,
+        proxies: dict[str, str] | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         on_request: Callable[[str, str], None] | None = None,
     ) -> None:
@@ -270,6 +271,7 @@ class TokenClient:
         self._scope = scope
         self._timeout = timeout
         self._verify = verify
+        self._proxies = proxies or {}
         self._max_body = max_body_bytes
         self._on_request = on_request or (lambda grant, outcome: None)
 
@@ -326,6 +328,7 @@ class TokenClient:
                 headers={"Accept": "application/json"},
                 timeout=self._timeout,
                 verify=self._verify,
+                proxies=self._proxies,
                 stream=True,
                 allow_redirects=False,
             )
@@ -392,6 +395,7 @@ def verify_token(
     *,
     timeout: tuple[float, float] = (5.0, 10.0),
     verify: str | bool = True,
+    proxies: dict[str, str] | None = None,
 ) -> None:
     """GET `url` with the new token; anything but 2xx is a VerificationFailed."""
     import requests
@@ -405,6 +409,7 @@ def verify_token(
             headers={"Authorization": f"Bearer {token.access_token}"},
             timeout=timeout,
             verify=verify,
+            proxies=proxies or {},
             allow_redirects=False,
             stream=True,
         )

@@ -147,10 +147,13 @@ class TokenReader:
 
 
 def _client(service: str, region: str | None) -> Any:
-    import boto3
+    import os
 
-    factory: Any = boto3.client
-    return factory(service, region_name=region)
+    import botocore.session
+
+    session = botocore.session.get_session()
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return session.create_client(service, region_name=region)
 
 
 class BearerAuth(requests.auth.AuthBase):

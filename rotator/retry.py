@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TypeVar
-
-import tenacity
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
 
 from rotator.clock import Clock
 from rotator.errors import RotatorError
+
+if TYPE_CHECKING:
+    import tenacity
 
 T = TypeVar("T")
 
@@ -50,6 +51,8 @@ class Backoff:
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, int | float) and retry_after >= 0:
             return min(float(retry_after), self.cap)
+        import tenacity  # first needed after a failure: keep it off the happy path
+
         strategy = tenacity.wait_exponential_jitter(
             multiplier=self.initial, max=self.cap, jitter=self.jitter
         )
@@ -70,10 +73,51 @@ def call_with_retries(
     """Call `fn` until it succeeds, a non-transient error, or the budget runs out.
 
     The last error is re-raised unchanged. Waits go through `clock.wait` so
-    tests record them and a set `stop_event` ends them at once.
+    tests record them and a set `stop_event` ends them at once. The first
+    attempt runs before tenacity is even imported: most calls succeed.
     """
     started = clock.now()
     event = stop_event or threading.Event()
+    try:
+        return fn()
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        first = exc
+    return _retry_after_first_failure(
+        fn,
+        first,
+        backoff=backoff,
+        clock=clock,
+        budget=budget,
+        event=event,
+        started=started,
+        on_retry=on_retry,
+    )
+
+
+def _retry_after_first_failure(
+    fn: Callable[[], T],
+    first: BaseException,
+    *,
+    backoff: Backoff,
+    clock: Clock,
+    budget: timedelta,
+    event: threading.Event,
+    started: datetime,
+    on_retry: Callable[[int, BaseException, float], None] | None,
+) -> T:
+    import tenacity
+
+    delay = backoff.wait(1, first)
+    elapsed = (clock.now() - started).total_seconds()
+    if event.is_set() or elapsed + delay > budget.total_seconds():
+        raise first
+    if on_retry is not None:
+        on_retry(1, first, delay)
+    if clock.wait(delay, event) or event.is_set():
+        raise first
+    offset = 1  # tenacity counts from the second attempt here
     last_error: list[BaseException] = []
 
     def attempt() -> T:
@@ -96,13 +140,13 @@ def call_with_retries(
 
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        return backoff.wait(state.attempt_number, exc)
+        return backoff.wait(state.attempt_number + offset, exc)
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None:
             exc = state.outcome.exception()
             if exc is not None:
-                on_retry(state.attempt_number, exc, state.upcoming_sleep)
+                on_retry(state.attempt_number + offset, exc, state.upcoming_sleep)
 
     def sleep(seconds: float) -> None:
         clock.wait(seconds, event)

@@ -36,6 +36,11 @@ log = logging.getLogger("rotator")
 MIN_GAP_SECONDS = 0.2
 
 
+def _ms(at: datetime) -> str:
+    """An instant for logs, to the millisecond (a planned run is not whole seconds)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 @dataclass
 class JobState:
     """What the daemon knows of one credential, for health and status."""
@@ -98,7 +103,7 @@ class Daemon:
             self._schedule(rotator, now)
         self._started.set()
 
-    def run_until_stopped(self, poll: float = 0.5) -> None:
+    def run_until_stopped(self, poll: float = 1.0) -> None:
         """Block until the stop event is set, then finish in-flight work and stop."""
         if not self._started.is_set():
             self.start()
@@ -172,7 +177,7 @@ class Daemon:
                 result.action,
                 rotator.name,
                 format_instant(result.token.expires_at),
-                format_instant(next_at) if next_at else "-",
+                _ms(next_at) if next_at else "-",
                 (now - started).total_seconds() * 1000,
             )
         except Exception as exc:  # a job must never break its chain

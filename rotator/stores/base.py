@@ -32,7 +32,10 @@ class Reading:
         return self.problem is not None
 
     def holds_later(self, token: Token) -> bool:
-        """True when this reading's token expires no earlier than `token`: keep it.
+        """True when this reading's token expires later than `token`: keep it.
+
+        An equal expiry is replaced (expires_at does not go backwards), so a forced
+        rotation within the same second as the last one still publishes.
 
         A stored token issued more than a whole lifetime after `token` cannot come
         from a writer racing us (that writer fetched before our publish, within
@@ -40,7 +43,7 @@ class Reading:
         keeping it would pin a long-expired token in place. It is replaced.
         """
         held = self.token
-        if held is None or held.expires_at < token.expires_at:
+        if held is None or held.expires_at <= token.expires_at:
             return False
         return held.issued_at <= token.issued_at + token.lifetime
 
