@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -156,20 +156,14 @@ class SecretsManagerStore:
     def _create_secret(self, value: str) -> str | None:
         """Create the secret holding ``value``; None when it already exists."""
         request_token = str(uuid.uuid4())
+        key: dict[str, Any] = {"KmsKeyId": self._kms_key_id} if self._kms_key_id else {}
         try:
-            if self._kms_key_id:
-                response = self._client.create_secret(
-                    Name=self._secret_id,
-                    SecretString=value,
-                    ClientRequestToken=request_token,
-                    KmsKeyId=self._kms_key_id,
-                )
-            else:
-                response = self._client.create_secret(
-                    Name=self._secret_id,
-                    SecretString=value,
-                    ClientRequestToken=request_token,
-                )
+            response = self._client.create_secret(
+                Name=self._secret_id,
+                SecretString=value,
+                ClientRequestToken=request_token,
+                **key,
+            )
         except _AWS_ERRORS as exc:
             if error_code(exc) == "ResourceExistsException":
                 return None

@@ -18,7 +18,7 @@ the oldest of the 100 kept versions would make every later write fail with
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -139,21 +139,14 @@ class SsmStore:
             raise self._error(exc, _GET) from exc
 
     def _put_parameter(self, value: str, tier: Tier) -> PutParameterResultTypeDef:
-        if self._kms_key_id:
-            return self._client.put_parameter(
-                Name=self._parameter,
-                Value=value,
-                Type="SecureString",
-                Overwrite=True,
-                Tier=tier,
-                KeyId=self._kms_key_id,
-            )
+        key: dict[str, Any] = {"KeyId": self._kms_key_id} if self._kms_key_id else {}
         return self._client.put_parameter(
             Name=self._parameter,
             Value=value,
             Type="SecureString",
             Overwrite=True,
             Tier=tier,
+            **key,
         )
 
     def _error(self, exc: Exception, action: str, value: str = "") -> StoreError:
