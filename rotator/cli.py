@@ -155,9 +155,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     consumer = args.command in ("get", "status")
     settings = config.load(args.config, require_client=not consumer)
-    if settings.source == "environment":
-        for key in config.unknown_env_keys(os.environ):
-            log.warning("ignoring unknown environment variable %s", key)
     observer = None
     if args.command == "run" and (
         args.metrics_port is not None or settings.metrics_port is not None

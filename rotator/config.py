@@ -302,7 +302,17 @@ def _target(item: Any, where: str) -> Target:
 
 
 def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings:
-    """One credential from the container convention (ROTATOR_* variables)."""
+    """One credential from the container convention (ROTATOR_* variables).
+
+    An unknown ROTATOR_* variable is an error (a typo would otherwise silently
+    drop a target or a secret); its value is never shown.
+    """
+    unknown = unknown_env_keys(env)
+    if unknown:
+        raise ConfigError(
+            f"unknown environment variable(s): {', '.join(unknown)} "
+            f"(known: {', '.join(k for k in ENV_KEYS if k != 'ROTATOR_CONFIG')})"
+        )
     targets: list[Target] = []
     kms = env.get("ROTATOR_KMS_KEY_ID") or None
     fmt = _choice(env.get("ROTATOR_FORMAT") or "json", ("json", "raw"), "ROTATOR_FORMAT")

@@ -12,11 +12,11 @@ consumer would.
   again and again against the KeycloakStub, SIGKILLs each run at a random delay
   drawn mostly from the fetch through the last publish (measured as it goes:
   ~0.25 s of start-up, then ~20-40 ms of work), and goes on until every store
-  has published at least 100 distinct tokens (ROTATOR_CRASH_ROTATIONS changes
+  has published at least 100 distinct tokens (CRASH_TEST_ROTATIONS changes
   that). Tokens are on whole seconds and a store keeps a token that expires at
   the same second, so the stub's lifespan grows by a second per run: every
   run's token is strictly later, and every publish that is not killed writes.
-  Set ROTATOR_CRASH_SEED to replay a run; the seed, the counts and where kills
+  Set CRASH_TEST_SEED to replay a run; the seed, the counts and where kills
   landed are printed and written to ``<pytest basetemp>/crash-report.json``.
 * The deterministic test SIGKILLs the process at exact points (between the
   Secrets Manager write and its promotion, between the promotion and the
@@ -59,7 +59,7 @@ pytestmark = pytest.mark.timeout(240)
 
 LIFESPAN = 2.0
 ROTATIONS = int(
-    os.environ.get("ROTATOR_CRASH_ROTATIONS", "100")
+    os.environ.get("CRASH_TEST_ROTATIONS", "100")
 )  # distinct published tokens required in every store
 RANDOM_BUDGET = 170.0  # seconds before the random test gives up reaching ROTATIONS
 DAEMON_ROUNDS = 4
@@ -276,9 +276,9 @@ def test_kill_9_at_random_moments_never_corrupts_any_store(
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    seed = int(os.environ.get("ROTATOR_CRASH_SEED") or time.time_ns() % 2**32)
+    seed = int(os.environ.get("CRASH_TEST_SEED") or time.time_ns() % 2**32)
     rng = random.Random(seed)
-    print(f"ROTATOR_CRASH_SEED={seed}")
+    print(f"CRASH_TEST_SEED={seed}")
     folder = tmp_path / "out"
     folder.mkdir()
     file_path = folder / TOKEN_FILE
