@@ -6,23 +6,17 @@ what they use); public names are loaded on first access.
 
 from __future__ import annotations
 
-from typing import Any
+from rotator._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
 __all__ = ["BearerAuth", "Token", "TokenReader", "__version__"]
 
-_LAZY = {
-    "Token": "rotator.token",
-    "TokenReader": "rotator.reader",
-    "BearerAuth": "rotator.reader",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rotator' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "Token": "rotator.token",
+        "TokenReader": "rotator.reader",
+        "BearerAuth": "rotator.reader",
+    },
+)

@@ -6,9 +6,7 @@ Backends are imported on first use, so a file-only run never loads botocore.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from rotator._lazy import lazy_attributes
 from rotator.stores.base import PutResult, Reading, TokenStore
 
 __all__ = [
@@ -21,16 +19,12 @@ __all__ = [
     "TokenStore",
 ]
 
-_LAZY = {
-    "FileStore": "rotator.stores.file",
-    "MemoryStore": "rotator.stores.memory",
-    "SecretsManagerStore": "rotator.stores.secretsmanager",
-    "SsmStore": "rotator.stores.ssm",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rotator.stores' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "FileStore": "rotator.stores.file",
+        "MemoryStore": "rotator.stores.memory",
+        "SecretsManagerStore": "rotator.stores.secretsmanager",
+        "SsmStore": "rotator.stores.ssm",
+    },
+)

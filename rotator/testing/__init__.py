@@ -12,8 +12,9 @@ Both use only the standard library. The names are imported lazily, so that
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rotator._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from rotator.testing.keycloak import KeycloakStub, TokenRequest, VerifyRequest
@@ -21,23 +22,13 @@ if TYPE_CHECKING:
 
 __all__ = ["FaultProxy", "KeycloakStub", "ProxiedRequest", "TokenRequest", "VerifyRequest"]
 
-_HOMES = {
-    "KeycloakStub": "keycloak",
-    "TokenRequest": "keycloak",
-    "VerifyRequest": "keycloak",
-    "FaultProxy": "proxy",
-    "ProxiedRequest": "proxy",
-}
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "KeycloakStub": "rotator.testing.keycloak",
+        "TokenRequest": "rotator.testing.keycloak",
+        "VerifyRequest": "rotator.testing.keycloak",
+        "FaultProxy": "rotator.testing.proxy",
+        "ProxiedRequest": "rotator.testing.proxy",
+    },
+)
