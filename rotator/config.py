@@ -389,7 +389,24 @@ def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings
 
 def unknown_env_keys(env: Mapping[str, str]) -> list[str]:
     """ROTATOR_* variables this tool does not know (likely typos)."""
-    return sorted(k for k in env if k.startswith("ROTATOR_") and k not in ENV_KEYS)
+    return sorted(
+        k for k in env if k.startswith("ROTATOR_") and k not in ENV_KEYS and not is_service_link(k)
+    )
+
+
+def is_service_link(name: str) -> bool:
+    """A variable Kubernetes injects for a Service named `rotator` (service links).
+
+    Every pod in the namespace gets ROTATOR_SERVICE_HOST, ROTATOR_SERVICE_PORT[_<port
+    name>], ROTATOR_PORT and ROTATOR_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]; none of
+    them is a setting of ours, so the typo check leaves them alone. No setting of
+    ours may ever start with ROTATOR_SERVICE_ or ROTATOR_PORT_.
+    """
+    return (
+        name == "ROTATOR_PORT"
+        or name.startswith("ROTATOR_PORT_")
+        or name.startswith("ROTATOR_SERVICE_")
+    )
 
 
 # ---------------------------------------------------------------- validators
