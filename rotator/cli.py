@@ -103,10 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     get = sub.add_parser("get", parents=[common], help="print the published access token")
     get.add_argument("--credential", metavar="NAME", help="which credential (default: the first)")
     get.add_argument("--json", action="store_true", help="print the whole published document")
-    sub.add_parser(
+    check = sub.add_parser(
         "check",
         parents=[common],
         help="validate config, secret, token endpoint, verify_url and targets; publish nothing",
+    )
+    check.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the cron interval you run `once` at: say whether it survives a missed run of "
+        "the token's lifetime (default: $ROTATOR_ONCE_INTERVAL)",
     )
     status = sub.add_parser(
         "status", parents=[common], help="show every credential's published token"
@@ -164,21 +172,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         observer = Metrics()
     app = build(settings, observer=observer)
     if args.command == "once":
-        interval = args.interval
-        if interval is None and os.environ.get("ROTATOR_ONCE_INTERVAL"):
-            interval = _seconds_env("ROTATOR_ONCE_INTERVAL")
-        if interval is not None and interval < 0:
-            raise ConfigError(f"--interval must be >= 0 seconds: {interval!r}")
-        return commands.once(app, force=args.force, interval=interval)
+        return commands.once(app, force=args.force, interval=_interval(args))
     if args.command == "get":
         return commands.get(app, credential=args.credential, as_json=args.json)
     if args.command == "check":
-        return commands.check(app)
+        return commands.check(app, interval=_interval(args))
     if args.command == "status":
         from rotator.status import status
 
         return status(app, as_json=args.json)
     return commands.run(app, metrics_port=args.metrics_port)
+
+
+def _interval(args: argparse.Namespace) -> float | None:
+    """--interval, else $ROTATOR_ONCE_INTERVAL (`once` and `check`)."""
+    interval: float | None = args.interval
+    if interval is None and os.environ.get("ROTATOR_ONCE_INTERVAL"):
+        interval = _seconds_env("ROTATOR_ONCE_INTERVAL")
+    if interval is not None and not interval >= 0:
+        raise ConfigError(f"--interval must be >= 0 seconds: {interval!r}")
+    return interval
 
 
 def _seconds_env(name: str) -> float:

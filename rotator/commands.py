@@ -23,7 +23,7 @@ from rotator.errors import (
     RotatorError,
 )
 from rotator.retry import call_with_retries
-from rotator.rotation import CredentialRotator, describe_error
+from rotator.rotation import CredentialRotator, describe_error, missed_run_advice
 from rotator.token import Token
 
 log = logging.getLogger("rotator")
@@ -74,6 +74,9 @@ def _once_one(app: App, credential: Credential, *, force: bool, horizon: timedel
     advice = write_rate_advice(credential, result.token)
     if advice:
         log.warning("%s", advice)
+    schedule = missed_run_advice(rotator.schedule, result.token.lifetime, horizon)
+    if schedule:
+        log.warning("credential=%s %s", credential.name, schedule)
     return EXIT_OK
 
 
@@ -146,14 +149,15 @@ def get(app: App, *, credential: str | None, as_json: bool, out: TextIO | None =
 # ---------------------------------------------------------------- check
 
 
-def check(app: App, *, out: TextIO | None = None) -> int:
+def check(app: App, *, out: TextIO | None = None, interval: float | None = None) -> int:
+    """`interval`: the cron interval of `once`; say whether it survives a missed run."""
     out = out or sys.stdout
     _install_signal_handlers(app.stop_event)
-    codes = [_check_one(app, cred, out) for cred in app.settings.credentials]
+    codes = [_check_one(app, cred, out, interval) for cred in app.settings.credentials]
     return worst(codes)
 
 
-def _check_one(app: App, cred: Credential, out: TextIO) -> int:
+def _check_one(app: App, cred: Credential, out: TextIO, interval: float | None) -> int:
     def say(step: str, outcome: str) -> None:
         out.write(f"{cred.name}: {step}: {outcome}\n")
         out.flush()
@@ -197,7 +201,26 @@ def _check_one(app: App, cred: Credential, out: TextIO) -> int:
     advice = write_rate_advice(cred, token)
     if advice:
         say("advice", advice)
+    say("cron schedule", _schedule_verdict(rotator, token, interval))
     return code
+
+
+def _schedule_verdict(rotator: CredentialRotator, token: Token, interval: float | None) -> str:
+    """A warning, never a failure: the daemon needs no schedule at all."""
+    schedule, lifetime = rotator.schedule, token.lifetime
+    if interval:
+        warning = missed_run_advice(schedule, lifetime, timedelta(seconds=interval))
+        if warning:
+            return f"WARNING: {warning}"
+        return (
+            f"ok (once --interval {interval:g} survives a missed run of a "
+            f"{lifetime.total_seconds():g}s token)"
+        )
+    longest = schedule.longest_interval(lifetime).total_seconds()
+    return (
+        f"once --interval {longest:g} or less survives a missed run of a "
+        f"{lifetime.total_seconds():g}s token (pass --interval to check yours)"
+    )
 
 
 # ---------------------------------------------------------------- run

@@ -10,6 +10,7 @@ it, so a failed publish is retried without asking the token endpoint again.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -43,10 +44,31 @@ class Schedule:
     jitter_ratio: float = 0.05
     safety_margin: timedelta = timedelta(seconds=30)
 
-    def _margin(self, token: Token) -> timedelta:
+    def margin_for(self, lifetime: timedelta) -> timedelta:
         # At most a quarter of the lifetime, so a short token is not refreshed at
         # once. (Capping at lifetime * (1 - ratio) would make the margin a no-op.)
-        return min(self.safety_margin, token.lifetime / 4)
+        return min(self.safety_margin, lifetime / 4)
+
+    def _margin(self, token: Token) -> timedelta:
+        return self.margin_for(token.lifetime)
+
+    # Cron mode. A run of `once --interval I` rotates when the token would have less
+    # than 2 * I + margin left at its start, i.e. when it would reach its safety margin
+    # before the run after next. So a run that does not rotate leaves at least I +
+    # margin for the next run, and still the margin for the one after it should the
+    # next run be missed, fail or give up: one lost run is survived, with the margin
+    # left for a late start and the run's own time. That holds only if a fresh token
+    # lives at least 2 * I + margin (`survives_missed_run`); below that even a run
+    # that rotates every time leaves less than the margin after a missed run.
+
+    def survives_missed_run(self, lifetime: timedelta, interval: timedelta) -> bool:
+        """A cron schedule every `interval` keeps a `lifetime` token valid across one missed run."""
+        return 2 * interval + self.margin_for(lifetime) <= lifetime
+
+    def longest_interval(self, lifetime: timedelta) -> timedelta:
+        """The longest cron interval (whole seconds) that survives one missed run."""
+        spare = (lifetime - self.margin_for(lifetime)) / 2
+        return timedelta(seconds=max(0, math.floor(spare.total_seconds())))
 
     def _latest(self, token: Token) -> datetime:
         planned = token.issued_at + token.lifetime * self.ratio
@@ -58,13 +80,15 @@ class Schedule:
         return min(earliest, self._latest(token))
 
     def is_due(self, token: Token, now: datetime, horizon: timedelta = timedelta(0)) -> bool:
-        """Due now; or, with a `horizon` (the interval until a cron job's next run), due
-        when the token would have less than the safety margin left at that next run."""
+        """Due now; or, with a `horizon` (a cron job's interval), due when the token would
+        have less than the safety margin left at the run after next (see above)."""
         if now >= self.due_at(token) or now < token.issued_at - CLOCK_TOLERANCE:
             # A token issued "in the future" means the wall clock went back: its age
             # cannot be judged, so refresh once rather than risk missing its expiry.
             return True
-        return horizon > timedelta(0) and now + horizon + self._margin(token) >= token.expires_at
+        if horizon <= timedelta(0):
+            return False
+        return now + 2 * horizon + self._margin(token) >= token.expires_at
 
     def next_run_at(self, token: Token, now: datetime, rand: float) -> datetime:
         """The planned refresh of `token`, `rand` in [0, 1) drawing the jitter.
@@ -79,6 +103,27 @@ class Schedule:
         if planned - now > longest:
             planned = now + longest
         return max(planned, now)
+
+
+def missed_run_advice(schedule: Schedule, lifetime: timedelta, interval: timedelta) -> str | None:
+    """None when a cron schedule every `interval` survives one missed run of a token
+    living `lifetime`; else one line saying so and naming an interval that would."""
+    if interval <= timedelta(0) or schedule.survives_missed_run(lifetime, interval):
+        return None
+    life = lifetime.total_seconds()
+    margin = schedule.margin_for(lifetime).total_seconds()
+    longest = schedule.longest_interval(lifetime).total_seconds()
+    minutes = int(longest // 60)
+    if minutes:
+        plural = "s" if minutes > 1 else ""
+        how = f"e.g. a schedule every {minutes} minute{plural} with --interval {minutes * 60}"
+    else:
+        how = "shorter than any cron schedule of whole minutes: run the daemon (rotator run)"
+    return (
+        f"a cron schedule every {interval.total_seconds():g}s cannot survive a missed run of "
+        f"a {life:g}s token (it needs 2 x interval + {margin:g}s safety margin <= lifetime): "
+        f"use --interval {longest:g} or less, {how}"
+    )
 
 
 # ---------------------------------------------------------------- observation
