@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rotator.config import SecretSource
-from rotator.errors import SecretSourceError, StoreNotFound
+from rotator.errors import SecretSourceError
 from rotator.secret import Secret
 
 # IAM actions needed to read a client secret kept in AWS.
@@ -93,7 +93,10 @@ class SecretProvider:
                 else "ssm:GetParameter"
             )
             error = map_aws_error(exc, target=ref, action=action)
-            if isinstance(error, StoreNotFound):
+            if not error.is_transient:
+                # Not found, AccessDenied (IAM or KMS), validation: the client secret
+                # cannot be resolved, a configuration error (exit 2); throttling and
+                # 5xx stay retryable.
                 raise SecretSourceError(f"client secret: {error}") from exc
             raise error from exc
         if not isinstance(value, str) or not value:
