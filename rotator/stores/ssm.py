@@ -113,9 +113,18 @@ class SsmStore:
         if basis is not None and basis.holds_later(token):
             return basis.kept()
         # No conditional write exists: narrow the race by reading right before.
-        current = self.get()
-        if current.holds_later(token):
-            return current.kept()
+        try:
+            current = self.get()
+        except StoreError as exc:
+            if not _is_undecryptable(exc.__cause__):
+                raise
+            # The value is encrypted with a key we cannot use any more (deleted with
+            # its stack, disabled, or no kms:Decrypt): what it holds is unknown and
+            # unreadable to every consumer too, so overwriting it is the only repair.
+            log.warning("%s cannot be decrypted (%s): overwriting it", self.name, exc)
+        else:
+            if current.holds_later(token):
+                return current.kept()
         tier: Tier = "Standard" if size <= MAX_STANDARD_BYTES else "Advanced"
         try:
             response = self._put_parameter(value, tier)
@@ -151,6 +160,28 @@ class SsmStore:
 
     def _error(self, exc: Exception, action: str, value: str = "") -> StoreError:
         return map_aws_error(exc, target=self._parameter, action=action, redact=(value,))
+
+
+# What GetParameter(WithDecryption) answers when the value's KMS key cannot be used:
+# InvalidKeyId ("... is pending deletion", "... is disabled", "does not exist"),
+# or AccessDeniedException whose message is KMS's ("The ciphertext refers to a
+# customer master key that does not exist ..." / "... kms:Decrypt ...").
+_KMS_READ_CODES = frozenset(
+    {"InvalidKeyId", "KMSInvalidStateException", "KMSNotFoundException", "KMSDisabledException"}
+)
+
+
+def _is_undecryptable(exc: BaseException | None) -> bool:
+    """A read failed because the stored value cannot be decrypted, not for lack of access."""
+    if not isinstance(exc, ClientError):
+        return False
+    code = error_code(exc)
+    if code in _KMS_READ_CODES or (code.startswith("KMS") and "AccessDenied" in code):
+        return True
+    message = str((exc.response.get("Error") or {}).get("Message", "")).lower()
+    return code in {"AccessDeniedException", "AccessDenied"} and (
+        "kms" in message or "ciphertext" in message
+    )
 
 
 def _is_downgrade_refusal(exc: Exception) -> bool:
