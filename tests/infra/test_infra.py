@@ -180,6 +180,15 @@ class _Resolver:
             return f"{base}:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:1"
         if rtype == "AWS::ECS::Cluster":
             return f"{base}:ecs:{REGION}:{ACCOUNT}:cluster/{self.resolve(props['ClusterName'])}"
+        if rtype == "AWS::SQS::Queue":
+            return f"{base}:sqs:{REGION}:{ACCOUNT}:{self.resolve(props['QueueName'])}"
+        if rtype == "AWS::Logs::LogGroup":
+            name = self.resolve(props["LogGroupName"])
+            return f"{base}:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"
+        if rtype == "AWS::SNS::Topic":
+            return f"{base}:sns:{REGION}:{ACCOUNT}:{STACK}-{logical}"
+        if rtype == "AWS::Events::Rule":
+            return f"{base}:events:{REGION}:{ACCOUNT}:rule/{STACK}-{logical}"
         return f"{base}:fake:{REGION}:{ACCOUNT}:{logical}"
 
     def _ref(self, name: str) -> Any:
@@ -251,11 +260,13 @@ class _Resolver:
 
 
 def _identity_policies(parameters: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """Every identity policy in the template, resolved: {label: document}."""
+    """Every identity policy the template creates with these parameters: {label: document}."""
     template = _load_template()
     resolver = _Resolver(template, FAKE_PARAMETERS | (parameters or {}))
     policies: dict[str, dict[str, Any]] = {}
     for logical, resource in template["Resources"].items():
+        if "Condition" in resource and not resolver.condition(resource["Condition"]):
+            continue
         props = resource.get("Properties", {})
         if resource["Type"] == "AWS::IAM::ManagedPolicy":
             policies[logical] = resolver.resolve(props["PolicyDocument"])
@@ -322,15 +333,23 @@ def test_cfn_lint_passes() -> None:
     assert proc.returncode == 0, _report(proc)
 
 
-@pytest.mark.parametrize(
-    "source_key",
-    [FAKE_PARAMETERS["ClientSecretSourceKmsKeyArn"], ""],
-    ids=["source-secret-with-cmk", "source-secret-aws-managed-key"],
-)
-def test_parliament_finds_nothing_in_the_iam_policies(tmp_path: Path, source_key: str) -> None:
+ECR_REPOSITORY = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/rotator"
+POLICY_VARIANTS = {
+    "cron-both-cmk-writer-reads-source": {"WriterReadsClientSecret": "true"},
+    "cron-ssm-aws-managed-source-key": {"PublishTo": "ssm", "ClientSecretSourceKmsKeyArn": ""},
+    "daemon-secretsmanager-ecr": {
+        "PublishTo": "secretsmanager",
+        "RunMode": "daemon",
+        "EcrRepositoryArn": ECR_REPOSITORY,
+    },
+}
+
+
+@pytest.mark.parametrize("variant", sorted(POLICY_VARIANTS))
+def test_parliament_finds_nothing_in_the_iam_policies(tmp_path: Path, variant: str) -> None:
     parliament = _tool("parliament")
-    policies = _identity_policies({"ClientSecretSourceKmsKeyArn": source_key})
-    assert {"WriterPolicy", "ConsumerPolicy"} <= policies.keys()
+    policies = _identity_policies(POLICY_VARIANTS[variant])
+    assert {"WriterPolicy", "ConsumerPolicy", "ExecutionRole.pull-log-inject"} <= policies.keys()
     for label, document in policies.items():
         (tmp_path / f"{label}.json").write_text(json.dumps(document, indent=2))
     # --directory, not --files: parliament 1.6.4 appends the text of every
@@ -348,18 +367,27 @@ def test_parliament_finds_nothing_in_the_iam_policies(tmp_path: Path, source_key
         ]
     )
     findings = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    # The one expected finding: the community auditor flags every iam:PassRole.
-    # The scheduler must pass the task and execution roles to ECS; the grant is
-    # limited to those two role ARNs and to iam:PassedToService ecs-tasks.
-    unexpected = [
-        f
-        for f in findings
-        if not (
-            f["issue"] == "PERMISSIONS_MANAGEMENT_ACTIONS"
-            and f["location"].get("actions") == ["iam:passrole"]
-            and Path(f["location"]["filepath"]).name == "SchedulerRole.run-rotator-task.json"
-        )
-    ]
+
+    # Expected findings: the community auditor flags every iam:PassRole (the
+    # scheduler must pass the task and execution roles to ECS; the grant is
+    # limited to those two role ARNs and to iam:PassedToService ecs-tasks), and
+    # ecr:GetAuthorizationToken, which has no resource to scope it to.
+    def expected(f: dict[str, Any]) -> bool:
+        where = Path(f["location"]["filepath"]).name
+        if where == "SchedulerRole.run-rotator-task.json":
+            return bool(
+                f["issue"] == "PERMISSIONS_MANAGEMENT_ACTIONS"
+                and f["location"].get("actions") == ["iam:passrole"]
+            )
+        if where == "ExecutionRole.pull-log-inject.json":
+            # the ECR registry login token: needed to pull, scoped to "*" by AWS
+            return bool(
+                f["issue"] == "CREDENTIALS_EXPOSURE"
+                and f["location"].get("actions") == ["ecr:getauthorizationtoken"]
+            )
+        return False
+
+    unexpected = [f for f in findings if not expected(f)]
     assert not unexpected, _report(proc)
     assert proc.returncode in (0, 1) and not proc.stderr.strip(), _report(proc)
 
@@ -417,73 +445,112 @@ def test_store_iam_actions_match_its_boto3_calls(module_name: str) -> None:
     assert {f"{service}:{_pascal(c)}" for c in calls} == declared
 
 
-def test_writer_policy_grants_exactly_the_store_actions() -> None:
+PUBLISH_TO = ("ssm", "secretsmanager", "both")
+
+
+def _publish_actions(publish_to: str) -> set[str]:
+    """What the store modules call for these targets (rotator.stores.*.IAM_ACTIONS)."""
     sm = _import_store("rotator.stores.secretsmanager")
     ssm = _import_store("rotator.stores.ssm")
-    code_actions = set(sm.IAM_ACTIONS) | set(ssm.IAM_ACTIONS)
-    # CreateSecret is used only with `create = true`; the template creates the
-    # secret itself, so the writer policy leaves it out on purpose.
-    assert "secretsmanager:CreateSecret" in code_actions
-    expected = code_actions - {"secretsmanager:CreateSecret"}
-    writer = _identity_policies()["WriterPolicy"]
-    assert _actions(writer, "secretsmanager", "ssm") == expected
+    actions: set[str] = set()
+    if publish_to != "ssm":
+        # CreateSecret is used only with `create = true`; the template creates the
+        # secret itself, so the writer policy leaves it out on purpose.
+        assert "secretsmanager:CreateSecret" in sm.IAM_ACTIONS
+        actions |= set(sm.IAM_ACTIONS) - {"secretsmanager:CreateSecret"}
+    if publish_to != "secretsmanager":
+        actions |= set(ssm.IAM_ACTIONS)
+    return actions
 
-    # Reading the client secret from its source secret needs no more than
-    # rotator.secretsource declares.
+
+@pytest.mark.parametrize("publish_to", PUBLISH_TO)
+def test_writer_policy_grants_exactly_the_store_actions(publish_to: str) -> None:
+    writer = _identity_policies({"PublishTo": publish_to})["WriterPolicy"]
+    assert _actions(writer, "secretsmanager", "ssm") == _publish_actions(publish_to)
+    # The client secret's source is not read unless asked (WriterReadsClientSecret).
+    assert not [s for s in writer["Statement"] if "ClientSecretSource" in s.get("Sid", "")]
+
+    # Opted in, reading it needs no more than rotator.secretsource declares.
     secretsource = _import_store("rotator.secretsource")
-    (source_statement,) = [
-        s for s in writer["Statement"] if s.get("Sid") == "ReadClientSecretSource"
-    ]
-    assert set(_as_list(source_statement["Action"])) <= set(secretsource.IAM_ACTIONS)
+    opted = _identity_policies({"PublishTo": publish_to, "WriterReadsClientSecret": "true"})
+    statements = {s["Sid"]: s for s in opted["WriterPolicy"]["Statement"]}
+    source = statements["ReadClientSecretSource"]
+    assert set(_as_list(source["Action"])) <= set(secretsource.IAM_ACTIONS)
+    assert source["Resource"] == FAKE_PARAMETERS["ClientSecretSourceArn"]
+    assert (
+        statements["DecryptClientSecretSource"]["Resource"]
+        == (FAKE_PARAMETERS["ClientSecretSourceKmsKeyArn"])
+    )
 
 
-def test_writer_policy_is_least_privilege() -> None:
+def _kms_conditions(statement: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """(the store the key is used through, the encryption context it is bound to)."""
+    equals = statement["Condition"]["StringEquals"]
+    via = equals["kms:ViaService"]
+    assert isinstance(via, str), "one store per statement, to bind its encryption context"
+    service, region, suffix = via.split(".", 2)
+    assert (region, suffix) == (REGION, "amazonaws.com")  # ${AWS::Region}.${AWS::URLSuffix}
+    context = {k: v for k, v in equals.items() if k.startswith("kms:EncryptionContext:")}
+    return service, context
+
+
+@pytest.mark.parametrize("publish_to", PUBLISH_TO)
+@pytest.mark.parametrize("policy", ["WriterPolicy", "ConsumerPolicy"])
+def test_token_policies_are_least_privilege(publish_to: str, policy: str) -> None:
     template = _load_template()
-    resolver = _Resolver(template, FAKE_PARAMETERS)
-    secret_arn = resolver.resolve({"Ref": "PublishedSecret"})
-    source_arn = FAKE_PARAMETERS["ClientSecretSourceArn"]
+    params = FAKE_PARAMETERS | {"PublishTo": publish_to}
+    resolver = _Resolver(template, params)
+    secret_arn = resolver._arn("PublishedSecret")
     parameter_arn = f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT}:parameter/rotator/access-token"
     key_arn = resolver.resolve({"Fn::GetAtt": ["TokenKey", "Arn"]})
-    source_key_arn = FAKE_PARAMETERS["ClientSecretSourceKmsKeyArn"]
-
-    writer = _identity_policies()["WriterPolicy"]
-    allowed_resources = {secret_arn, source_arn, parameter_arn, key_arn, source_key_arn}
-    for statement in writer["Statement"]:
-        resources = set(_as_list(statement["Resource"]))
-        assert resources <= allowed_resources, statement
-        assert not any("*" in a for a in _as_list(statement["Action"])), statement
-        services = {a.split(":", 1)[0] for a in _as_list(statement["Action"])}
-        if "kms" in services:
-            assert services == {"kms"}
-            via = statement["Condition"]["StringEquals"]["kms:ViaService"]
-            assert set(_as_list(via)) <= {
-                f"secretsmanager.{REGION}.amazonaws.com",
-                f"ssm.{REGION}.amazonaws.com",
-            }
-        # the source secret is only ever read
-        if source_arn in resources:
-            assert set(_as_list(statement["Action"])) == {"secretsmanager:GetSecretValue"}
-
-    kms_on_token_key = {
-        a
-        for s in writer["Statement"]
-        if _as_list(s["Resource"]) == [key_arn]
-        for a in _as_list(s["Action"])
+    store_arns = {"secretsmanager": secret_arn, "ssm": parameter_arn}
+    published = {"ssm": {"ssm"}, "secretsmanager": {"secretsmanager"}}.get(
+        publish_to, {"ssm", "secretsmanager"}
+    )
+    context_key = {
+        "secretsmanager": "kms:EncryptionContext:SecretARN",
+        "ssm": "kms:EncryptionContext:PARAMETER_ARN",
     }
-    assert kms_on_token_key == {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"}
 
-    publish_ssm = [s for s in writer["Statement"] if parameter_arn in _as_list(s["Resource"])]
-    assert publish_ssm and all(_as_list(s["Resource"]) == [parameter_arn] for s in publish_ssm)
+    document = _identity_policies(params)[policy]
+    kms_services: set[str] = set()
+    for statement in document["Statement"]:
+        actions = _as_list(statement["Action"])
+        resources = _as_list(statement["Resource"])
+        assert not any("*" in a for a in actions) and len(resources) == 1, statement
+        services = {a.split(":", 1)[0] for a in actions}
+        if services == {"kms"}:
+            assert resources == [key_arn]
+            service, context = _kms_conditions(statement)
+            assert context == {context_key[service]: store_arns[service]}
+            kms_services.add(service)
+            expected = (
+                {"kms:Decrypt"}
+                if policy == "ConsumerPolicy"
+                else {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"}
+            )
+            assert set(actions) == expected
+        else:
+            (service,) = services
+            assert resources == [store_arns[service]], statement
+            assert service in published
+    assert kms_services == published
+    if policy == "ConsumerPolicy":
+        reads = {
+            "secretsmanager": {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"},
+            # GetParameters: what the ECS agent calls for a container `secrets` entry
+            "ssm": {"ssm:GetParameter", "ssm:GetParameters"},
+        }
+        assert _actions(document) == {"kms:Decrypt"}.union(*(reads[p] for p in published))
 
 
-def test_consumer_policy_is_read_only() -> None:
-    consumer = _identity_policies()["ConsumerPolicy"]
-    assert _actions(consumer) == {
-        "secretsmanager:GetSecretValue",
-        "secretsmanager:DescribeSecret",
-        "ssm:GetParameter",
-        "kms:Decrypt",
-    }
+@pytest.mark.parametrize("publish_to", PUBLISH_TO)
+def test_placeholder_secret_only_when_publishing_to_secrets_manager(publish_to: str) -> None:
+    template = _load_template()
+    resolver = _Resolver(template, FAKE_PARAMETERS | {"PublishTo": publish_to})
+    secret = template["Resources"]["PublishedSecret"]
+    assert resolver.condition(secret["Condition"]) is (publish_to != "ssm")
+    assert template["Outputs"]["PublishedSecretArn"]["Condition"] == secret["Condition"]
 
 
 def test_template_wires_cron_mode() -> None:
@@ -493,8 +560,10 @@ def test_template_wires_cron_mode() -> None:
     assert not any(r["Type"] == "AWS::SSM::Parameter" for r in res.values())
     assert res["TokenKey"]["Properties"]["EnableKeyRotation"] is True
 
-    (container,) = res["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    resolver = _Resolver(template, FAKE_PARAMETERS)
+    (container,) = resolver.resolve(res["TaskDefinition"]["Properties"]["ContainerDefinitions"])
     assert container["Command"] == ["once", "--interval", "120"]
+    assert "HealthCheck" not in container  # a `once` task exits long before any check
     assert container["User"].split(":")[0] == str(UID)
     assert res["TaskDefinition"]["Properties"]["RequiresCompatibilities"] == ["FARGATE"]
     assert res["TaskDefinition"]["Properties"]["TaskRoleArn"] == {"Fn::GetAtt": ["TaskRole", "Arn"]}
@@ -506,10 +575,20 @@ def test_template_wires_cron_mode() -> None:
     assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
     assert schedule["Target"]["EcsParameters"]["TaskDefinitionArn"] == {"Ref": "TaskDefinition"}
 
+    # a run that could not be started is retried, then dead-lettered (and alarmed)
+    retry = schedule["Target"]["RetryPolicy"]
+    assert retry["MaximumRetryAttempts"] > 0
+    assert 60 <= retry["MaximumEventAgeInSeconds"] < 120  # never into the next run
+    assert schedule["Target"]["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}
+    }
+
     scheduler = _identity_policies()["SchedulerRole.run-rotator-task"]
     by_action = {a: s for s in scheduler["Statement"] for a in _as_list(s["Action"])}
-    assert set(by_action) == {"ecs:RunTask", "iam:PassRole"}
-    resolver = _Resolver(template, FAKE_PARAMETERS)
+    assert set(by_action) == {"ecs:RunTask", "iam:PassRole", "sqs:SendMessage"}
+    assert _as_list(by_action["sqs:SendMessage"]["Resource"]) == [
+        resolver._arn("ScheduleDeadLetterQueue")
+    ]
     assert _as_list(by_action["ecs:RunTask"]["Resource"]) == [
         resolver.resolve({"Ref": "TaskDefinition"})
     ]
@@ -524,7 +603,10 @@ def test_template_wires_cron_mode() -> None:
         "ParameterName",
         "WriterPolicyArn",
         "ConsumerPolicyArn",
+        "AlarmTopicArn",
     } <= outputs.keys()
+    # a cron schedule every 120 s survives a missed run of tokens of 270 s and more
+    assert template["Parameters"]["TokenLifespanSeconds"]["MinValue"] == 2 * 120 + 30
 
 
 @pytest.mark.parametrize(
@@ -664,12 +746,12 @@ def test_dockerfile_matches_the_contract() -> None:
         by_kw.setdefault(keyword, []).append(rest)
 
     assert len(by_kw["FROM"]) == 2, "multi-stage: builder + runtime"
-    # base image pinned to an exact patch release of a slim image
+    # base image: an exact patch release of a slim image, pinned by digest
     arg_defaults = dict(a.split("=", 1) for a in by_kw.get("ARG", []) if "=" in a)
     for base in by_kw["FROM"]:
         image = base.split()[0]
         image = re.sub(r"\$\{(\w+)\}", lambda m: arg_defaults[m.group(1)], image)
-        assert re.fullmatch(r"python:3\.1[12]\.\d+-slim(-\w+)?", image), image
+        assert re.fullmatch(r"python:3\.1[12]\.\d+-slim(-\w+)?@sha256:[0-9a-f]{64}", image), image
 
     assert json.loads(by_kw["ENTRYPOINT"][-1]) == ["rotator"]
     assert json.loads(by_kw["CMD"][-1]) == ["run"]
@@ -682,5 +764,67 @@ def test_dockerfile_matches_the_contract() -> None:
         assert setting in env
     runtime = instructions[[i for i, (k, _) in enumerate(instructions) if k == "FROM"][-1] :]
     assert not any(k == "RUN" and re.search(r"apt-get|gcc|build-essential", r) for k, r in runtime)
-    assert any("pip install --no-cache-dir ." in r for k, r in instructions if k == "RUN")
+    runs = [r for k, r in instructions if k == "RUN"]
+    # dependencies only from the hashed lock, then the package alone
+    assert any(
+        "--require-hashes" in r and "-r infra/requirements.lock" in r and "--no-deps" in r
+        for r in runs
+    ), runs
+    assert any("--require-hashes" in r and "-r infra/requirements-build.lock" in r for r in runs)
+    assert not [
+        r
+        for r in runs
+        if "pip install" in r and "--require-hashes" not in r and "--no-deps" not in r
+    ], runs
+    # no pip in what ships: the venv is made without it, the base's own is removed
+    assert any("venv --without-pip /opt/rotator" in r for r in runs)
+    assert any("pip uninstall" in r for k, r in runtime if k == "RUN")
     assert (INFRA / "Dockerfile.dockerignore").is_file()
+
+
+def _ignore_patterns(path: Path) -> list[str]:
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_dockerignore_at_the_root_matches_the_dockerfile_one() -> None:
+    root = _ignore_patterns(ROOT / ".dockerignore")
+    assert root == _ignore_patterns(INFRA / "Dockerfile.dockerignore")
+    assert root[0] == "*"  # an allow-list: .git, .venv, tests never reach the context
+    for needed in ("pyproject.toml", "README.md", "rotator/", "infra/requirements.lock"):
+        assert f"!{needed}" in root
+
+
+def _lock(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """{normalised name: (version, [sha256, ...])} of a pip hash-checking lock file."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    entries: dict[str, tuple[str, list[str]]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pin, *options = line.split()
+        name, version = pin.split("==")
+        hashes = [o.removeprefix("--hash=sha256:") for o in options]
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), line
+        entries[re.sub(r"[-_.]+", "-", name).lower()] = (version, hashes)
+    return entries
+
+
+def test_image_lock_pins_every_runtime_dependency_within_pyproject_ranges() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    lock = _lock(INFRA / "requirements.lock")
+    for spec in project["project"]["dependencies"]:
+        requirement = Requirement(spec)
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        assert name in lock, f"{name} is not in infra/requirements.lock"
+        assert requirement.specifier.contains(lock[name][0]), (spec, lock[name][0])
+    assert "setuptools" not in lock and "pip" not in lock  # nothing to build with at run time
+    build = _lock(INFRA / "requirements-build.lock")
+    (backend,) = project["build-system"]["requires"]
+    backend_req = Requirement(backend)
+    assert backend_req.specifier.contains(build[backend_req.name][0])
