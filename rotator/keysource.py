@@ -27,6 +27,8 @@ from rotator.config import SecretSource
 from rotator.errors import SecretSourceError, StoreNotFound
 from rotator.secret import Secret, register
 
+# IAM actions needed to read a private key kept in AWS (the client secret's too).
+IAM_ACTIONS: tuple[str, ...] = ("secretsmanager:GetSecretValue", "ssm:GetParameter")
 # Which key type each signing algorithm needs.
 KEY_TYPES = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC"}
 MIN_RSA_BITS = 2048
