@@ -372,3 +372,68 @@ path = {json.dumps(str(tmp_path / "token.json"))}
     ok = stats["by_grant"]["client_credentials"]["ok"]
     assert len(assertions) == stats["token_requests"] == ok >= 3
     assert len({claims(a)["jti"] for a in assertions}) == len(assertions)
+
+
+# ---------------------------------------------------------------- extra_params
+
+
+def test_extra_params_and_new_assertions_on_refresh_and_fallback(
+    oidc_peer_factory: Any, keypair: KeyPair, tmp_path: Path
+) -> None:
+    """Keycloak-style refresh tokens on: client_credentials, then refresh grants, then
+    (refresh tokens revoked) invalid_grant and the fallback; every request carries the
+    extra params and a new assertion the server accepts."""
+    server = oidc_peer_factory(
+        clients=[
+            {"client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET},
+            {
+                "client_id": JWT_CLIENT,
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": keypair.jwks,
+            },
+        ],
+        ttl=3,
+        refresh=True,
+    )
+    config = tmp_path / "rotator.toml"
+    config.write_text(
+        f"""
+[[credentials]]
+name = "jwt"
+token_url = {json.dumps(server.token_url)}
+client_id = "{JWT_CLIENT}"
+auth_method = "private_key_jwt"
+private_key_file = {json.dumps(str(keypair.path))}
+{REFRESH}
+[credentials.extra_params]
+audience = "oms-api"
+tenant = ["eu", "us"]
+[[credentials.targets]]
+type = "file"
+path = {json.dumps(str(tmp_path / "token.json"))}
+"""
+    )
+
+    def grants() -> dict[str, dict[str, int]]:
+        return dict(server.stats()["by_grant"])
+
+    with Daemon(cli_env(ROTATOR_CONFIG=str(config)), tmp_path / "out") as daemon:
+        deadline = time.monotonic() + 90
+        while grants().get("refresh_token", {}).get("ok", 0) < 2:
+            assert time.monotonic() < deadline and daemon.is_running, daemon.stop().describe()
+            time.sleep(0.1)
+        assert server.revoke_refresh() >= 1
+        while grants().get("client_credentials", {}).get("ok", 0) < 2:
+            assert time.monotonic() < deadline and daemon.is_running, daemon.stop().describe()
+            time.sleep(0.1)
+        result = daemon.stop()
+    assert result.returncode == 0, result.describe()
+    stats = server.stats()
+    assert stats["by_grant"]["refresh_token"]["invalid_grant"] >= 1
+    kinds = [e["grant"] for e in stats["extras"]]
+    assert {"client_credentials", "refresh_token"} <= set(kinds)
+    for extra in stats["extras"]:
+        assert extra["params"] == {"audience": "oms-api", "tenant": ["eu", "us"]}, extra
+    assertions = stats["assertions"]
+    assert len(assertions) == stats["token_requests"]
+    assert len({claims(a)["jti"] for a in assertions}) == len(assertions)

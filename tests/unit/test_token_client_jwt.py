@@ -174,3 +174,34 @@ def test_rejection_again_after_the_reread_is_final(clock: FakeClock, tmp_path: P
     with pytest.raises(CredentialsRejected):
         tc.client_credentials()
     assert len(session.sent) == 2
+
+
+def test_client_secret_jwt_rereads_a_rotated_secret_once(clock: FakeClock, tmp_path: Path) -> None:
+    from rotator.secretsource import SecretProvider
+
+    path = tmp_path / "secret"
+    path.write_text("old-secret-0123456789abcdef0123456789\n")
+    secrets = SecretProvider(SecretSource("client_secret_file", str(path)))
+    auth = assertion.client_secret_jwt(
+        secrets, client_id="oms", audience=URL, clock=clock, lifetime=timedelta(seconds=60)
+    )
+    session = FakeSession(REJECTED, ok(), REJECTED)
+    new = "new-secret-0123456789abcdef0123456789"
+    session.on_send = lambda _r: path.write_text(new) if len(session.sent) == 1 else None
+    tc = TokenClient(
+        session,  # type: ignore[arg-type]
+        token_url=URL,
+        client_id="oms",
+        client_secret=secrets,
+        clock=clock,
+        auth_method="client_secret_jwt",
+        client_auth=auth,
+    )
+    tc.client_credentials()  # rejected, secret changed: asked again, signed with the new one
+    second = session.sent[1].kwargs["data"]["client_assertion"]
+    jwt.decode(
+        second, new.encode(), algorithms=["HS256"], audience=URL, options={"verify_exp": False}
+    )
+    with pytest.raises(CredentialsRejected):  # rejected, secret unchanged: final
+        tc.client_credentials()
+    assert len(session.sent) == 3

@@ -29,8 +29,9 @@
 //   POST /__admin/revoke-refresh  invalidate every refresh token issued so far
 //   POST /__admin/active          {"token": "..."} -> {"active": bool}, works for opaque and JWT
 //   POST /__admin/reset           clear stats and pending failures (tokens stay valid)
-//   GET  /__admin/stats           counts of token requests by grant_type and outcome, and
-//                                 every client_assertion received (RFC 7523 clients)
+//   GET  /__admin/stats           counts of token requests by grant_type and outcome, every
+//                                 client_assertion received (RFC 7523 clients), and each
+//                                 request's extra form fields (audience, resource...)
 
 import { generateKeyPairSync, randomBytes, verify as cryptoVerify } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -144,6 +145,7 @@ function freshStats() {
     introspection_requests: 0,
     refresh_tokens_issued: 0,
     assertions: [], // every client_assertion received, in order (test peer only)
+    extras: [], // per token request: {grant, params} of its non-standard form fields
     started_at: new Date().toISOString(),
   };
 }
@@ -177,6 +179,17 @@ async function readRaw(req, limit = 64 * 1024) {
     chunks.push(chunk);
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+const STANDARD_FIELDS = new Set(['grant_type', 'client_id', 'client_secret', 'client_assertion',
+  'client_assertion_type', 'refresh_token', 'scope']);
+
+function recordExtras(grant, form) {
+  const params = {};
+  for (const [key, value] of Object.entries(form || {})) {
+    if (!STANDARD_FIELDS.has(key)) params[key] = value;
+  }
+  stats.extras.push({ grant, params });
 }
 
 function authMethodOf(headers, form) {
@@ -404,6 +417,7 @@ async function tokenRouteMiddleware(ctx, next) {
   const grant = oidc?.params?.grant_type || oidc?.body?.grant_type || 'unknown';
   const method = authMethodOf(ctx.req.headers, oidc?.body);
   countAuth(method);
+  recordExtras(grant, oidc?.body);
 
   const body = ctx.body && typeof ctx.body === 'object' && !Buffer.isBuffer(ctx.body) ? ctx.body : undefined;
   if (ctx.status === 200 && body?.access_token) {
