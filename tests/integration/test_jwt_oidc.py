@@ -106,24 +106,36 @@ def jwt_env(peer: OidcPeer, key: Path, target: Path, **extra: str) -> dict[str, 
     )
 
 
-def secret_jwt_config(peer: OidcPeer, tmp_path: Path, *, refresh: str = "") -> Path:
-    secret = write(tmp_path / "client-secret", HS_SECRET + "\n")
+def credential_config(
+    tmp_path: Path, token_url: str, client_id: str, auth: str, extra: str = ""
+) -> Path:
+    """A one-credential TOML file publishing to tmp_path/token.json."""
     config = tmp_path / "rotator.toml"
     config.write_text(
         f"""
 [[credentials]]
-name = "secret-jwt"
-token_url = {json.dumps(peer.token_url)}
-client_id = "{SECRET_JWT_CLIENT}"
-auth_method = "client_secret_jwt"
-client_secret_file = {json.dumps(str(secret))}
-{refresh}
+name = "jwt"
+token_url = {json.dumps(token_url)}
+client_id = "{client_id}"
+{auth}
+{extra}
 [[credentials.targets]]
 type = "file"
 path = {json.dumps(str(tmp_path / "token.json"))}
 """
     )
     return config
+
+
+def key_config(tmp_path: Path, token_url: str, key: Path, extra: str = "") -> Path:
+    auth = f'auth_method = "private_key_jwt"\nprivate_key_file = {json.dumps(str(key))}'
+    return credential_config(tmp_path, token_url, JWT_CLIENT, auth, extra)
+
+
+def secret_jwt_config(peer: OidcPeer, tmp_path: Path, *, refresh: str = "") -> Path:
+    secret = write(tmp_path / "client-secret", HS_SECRET + "\n")
+    auth = f'auth_method = "client_secret_jwt"\nclient_secret_file = {json.dumps(str(secret))}'
+    return credential_config(tmp_path, peer.token_url, SECRET_JWT_CLIENT, auth, refresh)
 
 
 def published(path: Path) -> str:
@@ -262,20 +274,8 @@ def test_private_key_from_secrets_manager(
     peer: OidcPeer, keypair: KeyPair, tmp_path: Path, aws: AwsEnv
 ) -> None:
     aws.secretsmanager.create_secret(Name="oms/jwt-key", SecretString=keypair.pem)
-    config = tmp_path / "rotator.toml"
-    config.write_text(
-        f"""
-[[credentials]]
-name = "jwt"
-token_url = {json.dumps(peer.token_url)}
-client_id = "{JWT_CLIENT}"
-auth_method = "private_key_jwt"
-private_key_secretsmanager = "oms/jwt-key"
-[[credentials.targets]]
-type = "file"
-path = {json.dumps(str(tmp_path / "token.json"))}
-"""
-    )
+    auth = 'auth_method = "private_key_jwt"\nprivate_key_secretsmanager = "oms/jwt-key"'
+    config = credential_config(tmp_path, peer.token_url, JWT_CLIENT, auth)
     result = run_cli(["once", "--config", str(config)], cli_env(aws))
     assert result.returncode == 0, result.describe()
     assert peer.introspect(published(tmp_path / "token.json"))
@@ -341,21 +341,7 @@ def test_daemon_rotates_with_a_new_assertion_each_time(
     if method == "client_secret_jwt":
         config = secret_jwt_config(peer, tmp_path, refresh=REFRESH)
     else:
-        config = tmp_path / "rotator.toml"
-        config.write_text(
-            f"""
-[[credentials]]
-name = "jwt"
-token_url = {json.dumps(peer.token_url)}
-client_id = "{JWT_CLIENT}"
-auth_method = "private_key_jwt"
-private_key_file = {json.dumps(str(keypair.path))}
-{REFRESH}
-[[credentials.targets]]
-type = "file"
-path = {json.dumps(str(tmp_path / "token.json"))}
-"""
-        )
+        config = key_config(tmp_path, peer.token_url, keypair.path, REFRESH)
     target = tmp_path / "token.json"
     seen: set[str] = set()
     with Daemon(cli_env(ROTATOR_CONFIG=str(config)), tmp_path / "out") as daemon:
@@ -395,24 +381,8 @@ def test_extra_params_and_new_assertions_on_refresh_and_fallback(
         ttl=3,
         refresh=True,
     )
-    config = tmp_path / "rotator.toml"
-    config.write_text(
-        f"""
-[[credentials]]
-name = "jwt"
-token_url = {json.dumps(server.token_url)}
-client_id = "{JWT_CLIENT}"
-auth_method = "private_key_jwt"
-private_key_file = {json.dumps(str(keypair.path))}
-{REFRESH}
-[credentials.extra_params]
-audience = "oms-api"
-tenant = ["eu", "us"]
-[[credentials.targets]]
-type = "file"
-path = {json.dumps(str(tmp_path / "token.json"))}
-"""
-    )
+    extra = '[credentials.extra_params]\naudience = "oms-api"\ntenant = ["eu", "us"]'
+    config = key_config(tmp_path, server.token_url, keypair.path, REFRESH + extra)
 
     def grants() -> dict[str, dict[str, int]]:
         return dict(server.stats()["by_grant"])
