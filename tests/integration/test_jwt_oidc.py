@@ -270,11 +270,21 @@ def test_key_source_errors_exit_2_before_any_request(
     assert peer.stats()["token_requests"] == 0
 
 
-def test_private_key_from_secrets_manager(
-    peer: OidcPeer, keypair: KeyPair, tmp_path: Path, aws: AwsEnv
+@pytest.mark.parametrize("where", ["secretsmanager", "secretsmanager-json", "ssm"])
+def test_private_key_from_aws(
+    peer: OidcPeer, keypair: KeyPair, tmp_path: Path, aws: AwsEnv, where: str
 ) -> None:
-    aws.secretsmanager.create_secret(Name="oms/jwt-key", SecretString=keypair.pem)
-    auth = 'auth_method = "private_key_jwt"\nprivate_key_secretsmanager = "oms/jwt-key"'
+    if where == "ssm":
+        aws.ssm.put_parameter(
+            Name="/oms/jwt-key", Value=keypair.pem, Type="SecureString", Overwrite=True
+        )
+        auth = 'auth_method = "private_key_jwt"\nprivate_key_ssm = "/oms/jwt-key"'
+    else:
+        value = (
+            keypair.pem if where == "secretsmanager" else json.dumps({"private_key": keypair.pem})
+        )
+        aws.secretsmanager.create_secret(Name="oms/jwt-key", SecretString=value)
+        auth = 'auth_method = "private_key_jwt"\nprivate_key_secretsmanager = "oms/jwt-key"'
     config = credential_config(tmp_path, peer.token_url, JWT_CLIENT, auth)
     result = run_cli(["once", "--config", str(config)], cli_env(aws))
     assert result.returncode == 0, result.describe()

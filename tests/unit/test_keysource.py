@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,45 @@ def test_file_is_reread_and_a_rotated_key_picked_up(tmp_path: Path) -> None:
     write(path, pem(rsa_key(2048, 1)))
     second = keys.get()
     assert second.thumbprint != first.thumbprint
+
+
+class FakeSecretsManager:
+    """get_secret_value from a dict, counting calls (a small real fake, no boto3)."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.calls = 0
+
+    def get_secret_value(self, SecretId: str) -> dict[str, str]:  # noqa: N803 - boto3's name
+        self.calls += 1
+        return {"SecretString": self.values[SecretId]}
+
+
+def aws_provider(fake: FakeSecretsManager) -> KeyProvider:
+    return KeyProvider(
+        SecretSource("private_key_secretsmanager", "oms/key"),
+        alg="RS256",
+        env={},
+        client_for=lambda service, region: fake,
+    )
+
+
+def test_aws_source_is_cached_until_invalidated() -> None:
+    fake = FakeSecretsManager({"oms/key": pem(rsa_key())})
+    keys = aws_provider(fake)
+    first = keys.get()
+    assert keys.get() is first
+    assert fake.calls == 1
+    fake.values["oms/key"] = pem(rsa_key(2048, 1))
+    keys.invalidate()
+    assert keys.get().thumbprint != first.thumbprint
+    assert fake.calls == 2
+
+
+def test_aws_secret_may_be_a_json_object_with_a_private_key() -> None:
+    text = pem(rsa_key())
+    fake = FakeSecretsManager({"oms/key": json.dumps({"private_key": text, "kid": "x"})})
+    assert aws_provider(fake).get().alg == "RS256"
+    fake.values["oms/key"] = json.dumps({"key": text})
+    with pytest.raises(KeySourceError, match="JSON object without a 'private_key' key"):
+        aws_provider(fake).get()
