@@ -26,6 +26,8 @@ from rotator.stores.base import TokenStore
 if TYPE_CHECKING:
     import requests
 
+    from rotator.assertion import ClientAuth
+    from rotator.keysource import KeyProvider
     from rotator.token import Token
 
 SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
@@ -144,6 +146,7 @@ class App:
     env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _secrets: dict[str, SecretProvider] = field(default_factory=dict, repr=False)
+    _keys: dict[str, KeyProvider] = field(default_factory=dict, repr=False)
 
     def http(self) -> requests.Session:
         if self.session is None:
@@ -163,15 +166,53 @@ class App:
             self._secrets[credential.name] = provider
         return provider
 
+    def signing_key(self, credential: Credential) -> KeyProvider:
+        """The private key of a private_key_jwt credential (one provider per credential)."""
+        from rotator.keysource import KeyProvider
+
+        provider = self._keys.get(credential.name)
+        if provider is None:
+            jwt = credential.jwt
+            assert jwt is not None and jwt.key_source is not None
+            provider = KeyProvider(
+                jwt.key_source,
+                alg=jwt.signing_alg,
+                kid=jwt.key_id,
+                env=self.env,
+                client_for=self.aws.client,
+            )
+            self._keys[credential.name] = provider
+        return provider
+
+    def client_auth(self, credential: Credential) -> ClientAuth | None:
+        """RFC 7523 client assertions for the JWT methods; None for the secret methods."""
+        jwt = credential.jwt
+        if jwt is None:
+            return None
+        from rotator import assertion
+
+        common: dict[str, Any] = {
+            "client_id": credential.client_id,
+            "audience": credential.token_url,
+            "clock": self.clock,
+            "lifetime": _seconds(jwt.assertion_lifetime_seconds),
+        }
+        if credential.auth_method == "private_key_jwt":
+            return assertion.private_key_jwt(self.signing_key(credential), **common)
+        return assertion.client_secret_jwt(self.secret(credential), **common)
+
     def token_client(self, credential: Credential) -> TokenClient:
         refresh = credential.refresh
         observer = self.observer
         name = credential.name
+        client_auth = self.client_auth(credential)
         return TokenClient(
             self.http(),
             token_url=credential.token_url,
             client_id=credential.client_id,
-            client_secret=self.secret(credential),
+            client_secret=_no_secret if client_auth else self.secret(credential),
+            client_auth=client_auth,
+            extra_params=credential.extra_params,
             clock=self.clock,
             auth_method=credential.auth_method,
             scope=credential.scope,
@@ -262,6 +303,10 @@ def write_rate_advice(credential: Credential, token: Token) -> str | None:
         "the quota). Use an ssm target for short-lived tokens, or raise the client's access "
         f"token lifespan to at least {advised_lifespan:.0f} s"
     )
+
+
+def _no_secret() -> Any:
+    raise AssertionError("a JWT client authenticates by assertion, never by sending a secret")
 
 
 def _seconds(value: float) -> Any:

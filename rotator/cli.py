@@ -20,9 +20,10 @@ log = logging.getLogger("rotator")
 
 EPILOG = """exit codes: 0 success (rotated, or still fresh); 1 failed after retries, or
 verify_url refused the new token; 2 usage or configuration error; 3 the token
-endpoint rejected the client credentials. The client secret is never taken on
-the command line: see client_secret_env / _file / _secretsmanager / _ssm, or
-ROTATOR_CLIENT_SECRET / ROTATOR_CLIENT_SECRET_FILE."""
+endpoint rejected the client credentials. The client secret and the private key
+are never taken on the command line: see client_secret_env / _file /
+_secretsmanager / _ssm and private_key_env / _file / _secretsmanager / _ssm, or
+ROTATOR_CLIENT_SECRET / ROTATOR_CLIENT_SECRET_FILE / ROTATOR_PRIVATE_KEY_FILE."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the cron interval you run `once` at: say whether it survives a missed run of "
         "the token's lifetime (default: $ROTATOR_ONCE_INTERVAL)",
     )
+    keygen = sub.add_parser(
+        "keygen",
+        parents=[common],
+        help="write a new private key for private_key_jwt and print its public JWKS",
+    )
+    keygen.add_argument(
+        "--out", required=True, metavar="PATH", help="private key file to create (mode 0600)"
+    )
+    keygen.add_argument(
+        "--alg", choices=("RS256", "ES256", "PS256"), default="RS256", help="(default: RS256)"
+    )
+    keygen.add_argument("--kid", default=None, help="key id (default: the RFC 7638 thumbprint)")
+    keygen.add_argument(
+        "--public-out", metavar="PATH", default=None, help="also write the public key PEM here"
+    )
     status = sub.add_parser(
         "status", parents=[common], help="show every credential's published token"
     )
@@ -158,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "keygen":
+        return _keygen(args)
     from rotator import commands, config
     from rotator.app import build
 
@@ -192,6 +210,27 @@ def _interval(args: argparse.Namespace) -> float | None:
     if interval is not None and not interval >= 0:
         raise ConfigError(f"--interval must be >= 0 seconds: {interval!r}")
     return interval
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rotator.keygen import keygen
+
+    public_out = Path(args.public_out) if args.public_out else None
+    key, jwks = keygen(Path(args.out), alg=args.alg, kid=args.kid, public_out=public_out)
+    sys.stdout.write(jwks + "\n")
+    log.info(
+        "wrote %s (mode 0600) thumbprint=%s; register the JWKS above at the server, then "
+        'configure auth_method = "private_key_jwt", private_key_file = "%s", '
+        'private_key_id = "%s", signing_alg = "%s"',
+        args.out,
+        key.thumbprint,
+        args.out,
+        key.kid,
+        key.alg,
+    )
+    return EXIT_OK
 
 
 def _seconds_env(name: str) -> float:

@@ -163,12 +163,17 @@ def _check_one(app: App, cred: Credential, out: TextIO, interval: float | None) 
         out.flush()
 
     say("config", f"ok ({app.settings.source})")
+    say("auth method", cred.auth_method)
+    if cred.auth_method == "private_key_jwt":
+        step, what = "private key", _describe_key
+    else:
+        step, what = "client secret", _describe_secret
     try:
-        app.secret(cred).get()
+        detail = what(app, cred)
     except RotatorError as exc:
-        say("client secret", f"FAILED: {exc}")
+        say(step, f"FAILED: {exc}")
         return exc.exit_code
-    say("client secret", f"ok ({cred.secret_source.kind if cred.secret_source else '-'})")
+    say(step, f"ok ({detail})")
     client = app.token_client(cred)
     rotator = app.rotator(cred)
     try:
@@ -221,6 +226,19 @@ def _schedule_verdict(rotator: CredentialRotator, token: Token, interval: float 
         f"once --interval {longest:g} or less survives a missed run of a "
         f"{lifetime.total_seconds():g}s token (pass --interval to check yours)"
     )
+
+
+def _describe_secret(app: App, cred: Credential) -> str:
+    app.secret(cred).get()
+    return cred.secret_source.kind if cred.secret_source else "-"
+
+
+def _describe_key(app: App, cred: Credential) -> str:
+    """The key's source, algorithm, kid and RFC 7638 thumbprint: never the key."""
+    provider = app.signing_key(cred)
+    key = provider.get()
+    kid = f", kid {key.kid}" if key.kid else ""
+    return f"{provider.source.kind}, {key.alg}{kid}, JWK thumbprint SHA-256 {key.thumbprint}"
 
 
 # ---------------------------------------------------------------- run

@@ -17,13 +17,34 @@ from urllib.parse import urlsplit
 
 from rotator.errors import ConfigError
 
-AUTH_METHODS = ("client_secret_post", "client_secret_basic")
+AUTH_METHODS = ("client_secret_post", "client_secret_basic", "client_secret_jwt", "private_key_jwt")
+JWT_METHODS = ("client_secret_jwt", "private_key_jwt")
 TARGET_TYPES = ("secretsmanager", "ssm", "file")
 SECRET_SOURCES = (
     "client_secret_env",
     "client_secret_file",
     "client_secret_secretsmanager",
     "client_secret_ssm",
+)
+KEY_SOURCES = (
+    "private_key_env",
+    "private_key_file",
+    "private_key_secretsmanager",
+    "private_key_ssm",
+)
+# Signing algorithms per JWT method; the first is the default.
+SIGNING_ALGS = {"private_key_jwt": ("RS256", "ES256", "PS256"), "client_secret_jwt": ("HS256",)}
+ASSERTION_LIFETIME_SECONDS = 60.0
+MAX_ASSERTION_LIFETIME_SECONDS = 600.0
+# Form fields rotator itself sets: extra_params may never override them.
+RESERVED_PARAMS = (
+    "client_secret",
+    "client_id",
+    "grant_type",
+    "client_assertion",
+    "client_assertion_type",
+    "refresh_token",
+    "scope",
 )
 # Environment variables of the container convention (one credential, no file).
 ENV_KEYS = (
@@ -40,6 +61,9 @@ ENV_KEYS = (
     "ROTATOR_FORMAT",
     "ROTATOR_SCOPE",
     "ROTATOR_AUTH_METHOD",
+    "ROTATOR_PRIVATE_KEY_FILE",
+    "ROTATOR_PRIVATE_KEY_ID",
+    "ROTATOR_SIGNING_ALG",
     "ROTATOR_VERIFY_URL",
     "ROTATOR_CREDENTIAL_NAME",
     "ROTATOR_METRICS_PORT",
@@ -51,7 +75,8 @@ ENV_KEYS = (
 
 @dataclass(frozen=True)
 class SecretSource:
-    """Where the client secret is read from: kind is one of SECRET_SOURCES."""
+    """Where the client secret (kind in SECRET_SOURCES) or the private key (kind in
+    KEY_SOURCES) is read from."""
 
     kind: str
     ref: str
@@ -97,6 +122,18 @@ class Credential:
     verify_url: str | None = None
     ca_bundle: str | None = None
     refresh: Refresh = field(default_factory=Refresh)
+    jwt: JwtAuth | None = None  # set for client_secret_jwt and private_key_jwt
+    extra_params: tuple[tuple[str, str], ...] = ()  # extra token-request form fields
+
+
+@dataclass(frozen=True)
+class JwtAuth:
+    """RFC 7523 client authentication: how each client assertion is signed."""
+
+    signing_alg: str
+    key_source: SecretSource | None = None  # private_key_jwt only
+    key_id: str | None = None  # the JWS "kid" header
+    assertion_lifetime_seconds: float = ASSERTION_LIFETIME_SECONDS
 
 
 @dataclass(frozen=True)
@@ -194,6 +231,12 @@ _CRED_KEYS = {
     "ca_bundle",
     "refresh",
     "targets",
+    *KEY_SOURCES,
+    "private_key_region",
+    "private_key_id",
+    "signing_alg",
+    "assertion_lifetime_seconds",
+    "extra_params",
 }
 _REFRESH_KEYS = set(Refresh.__dataclass_fields__)
 
@@ -205,6 +248,10 @@ def _credential(item: Any, where: str, *, require_client: bool) -> Credential:
         raise ConfigError(
             f"{where}.client_secret: secrets are never inline; use one of "
             + ", ".join(SECRET_SOURCES)
+        )
+    if "private_key" in item:
+        raise ConfigError(
+            f"{where}.private_key: keys are never inline; use one of " + ", ".join(KEY_SOURCES)
         )
     _check_keys(item, _CRED_KEYS, where)
     name = _name(item.get("name"), f"{where}.name")
@@ -226,11 +273,14 @@ def _credential(item: Any, where: str, *, require_client: bool) -> Credential:
             ref=_str(item[kind], f"{where}.{kind}"),
             region=_opt_str(item.get("client_secret_region"), f"{where}.client_secret_region"),
         )
-    elif require_client:
-        raise ConfigError(f"{where}: the client secret needs one of {', '.join(SECRET_SOURCES)}")
     auth_method = _choice(
         item.get("auth_method", "client_secret_post"), AUTH_METHODS, f"{where}.auth_method"
     )
+    jwt = _jwt_auth(
+        item, auth_method, where, has_secret=secret_source is not None, required=require_client
+    )
+    if secret_source is None and require_client and auth_method != "private_key_jwt":
+        raise ConfigError(f"{where}: the client secret needs one of {', '.join(SECRET_SOURCES)}")
     verify_url = item.get("verify_url")
     refresh_raw = item.get("refresh", {})
     if not isinstance(refresh_raw, Mapping):
@@ -251,7 +301,88 @@ def _credential(item: Any, where: str, *, require_client: bool) -> Credential:
         verify_url=None if verify_url is None else _url(verify_url, f"{where}.verify_url"),
         ca_bundle=_opt_str(item.get("ca_bundle"), f"{where}.ca_bundle"),
         refresh=_refresh(refresh_raw, f"{where}.refresh"),
+        jwt=jwt,
+        extra_params=extra_params(item.get("extra_params", {}), f"{where}.extra_params"),
     )
+
+
+def _jwt_auth(
+    item: Mapping[str, Any], method: str, where: str, *, has_secret: bool, required: bool = True
+) -> JwtAuth | None:
+    """The RFC 7523 keys of one credential, checked against its auth_method."""
+    jwt_keys = ("signing_alg", "assertion_lifetime_seconds")
+    key_keys = (*KEY_SOURCES, "private_key_region", "private_key_id")
+    if method not in JWT_METHODS:
+        for key in (*jwt_keys, *key_keys):
+            if key in item:
+                raise ConfigError(
+                    f"{where}.{key} applies only to auth_method = "
+                    f"{' or '.join(JWT_METHODS)}, not {method}"
+                )
+        return None
+    if method == "client_secret_jwt":
+        for key in key_keys:
+            if key in item:
+                raise ConfigError(
+                    f"{where}.{key}: client_secret_jwt signs with the client secret; "
+                    "a private key is for private_key_jwt"
+                )
+        key_source = None
+    else:
+        if has_secret:
+            raise ConfigError(
+                f"{where}: private_key_jwt sends no client secret; remove "
+                + ", ".join(k for k in SECRET_SOURCES if k in item)
+            )
+        sources = [k for k in KEY_SOURCES if k in item]
+        if len(sources) > 1 or (required and not sources):
+            raise ConfigError(
+                f"{where}: private_key_jwt needs exactly one of {', '.join(KEY_SOURCES)}"
+            )
+        key_source = (
+            SecretSource(
+                kind=sources[0],
+                ref=_str(item[sources[0]], f"{where}.{sources[0]}"),
+                region=_opt_str(item.get("private_key_region"), f"{where}.private_key_region"),
+            )
+            if sources
+            else None
+        )
+    algs = SIGNING_ALGS[method]
+    lifetime = _seconds(
+        item.get("assertion_lifetime_seconds", ASSERTION_LIFETIME_SECONDS),
+        f"{where}.assertion_lifetime_seconds",
+    )
+    if lifetime > MAX_ASSERTION_LIFETIME_SECONDS:
+        raise ConfigError(
+            f"{where}.assertion_lifetime_seconds must be at most "
+            f"{MAX_ASSERTION_LIFETIME_SECONDS:g} (an assertion is short-lived): {lifetime:g}"
+        )
+    return JwtAuth(
+        signing_alg=_choice(item.get("signing_alg", algs[0]), algs, f"{where}.signing_alg"),
+        key_source=key_source,
+        key_id=_opt_str(item.get("private_key_id"), f"{where}.private_key_id"),
+        assertion_lifetime_seconds=lifetime,
+    )
+
+
+def extra_params(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """The extra_params table as (field, value) pairs; a list value repeats the field
+    (RFC 8707 allows several ``resource``). Fields rotator sets itself are refused."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table of form fields")
+    pairs: list[tuple[str, str]] = []
+    for key, raw in value.items():
+        if key in RESERVED_PARAMS:
+            hint = "use the scope key" if key == "scope" else "rotator sets it itself"
+            raise ConfigError(f"{where}.{key} may not be overridden ({hint})")
+        if not key.strip() or key != key.strip():
+            raise ConfigError(f"{where}: bad form field name {key!r}")
+        values = raw if isinstance(raw, list) else [raw]
+        if not values or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{where}.{key} must be a string or a list of strings")
+        pairs.extend((key, v) for v in values)
+    return tuple(pairs)
 
 
 def _refresh(data: Mapping[str, Any], where: str) -> Refresh:
@@ -349,16 +480,20 @@ def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings
         source = SecretSource("client_secret_file", env["ROTATOR_CLIENT_SECRET_FILE"])
     elif has_secret:
         source = SecretSource("client_secret_env", "ROTATOR_CLIENT_SECRET")
+    auth_method = _choice(
+        env.get("ROTATOR_AUTH_METHOD") or "client_secret_post", AUTH_METHODS, "ROTATOR_AUTH_METHOD"
+    )
+    jwt = _jwt_from_env(env, auth_method, has_secret=source is not None)
     if require_client:
-        missing = [
-            k
-            for k, v in (
-                ("ROTATOR_TOKEN_URL", token_url),
-                ("ROTATOR_CLIENT_ID", client_id),
-                ("ROTATOR_CLIENT_SECRET or ROTATOR_CLIENT_SECRET_FILE", source),
-            )
-            if not v
-        ]
+        needs: tuple[tuple[str, object], ...] = (
+            ("ROTATOR_TOKEN_URL", token_url),
+            ("ROTATOR_CLIENT_ID", client_id),
+        )
+        if auth_method == "private_key_jwt":
+            needs += (("ROTATOR_PRIVATE_KEY_FILE", jwt and jwt.key_source),)
+        else:
+            needs += (("ROTATOR_CLIENT_SECRET or ROTATOR_CLIENT_SECRET_FILE", source),)
+        missing = [k for k, v in needs if not v]
         if missing:
             raise ConfigError("missing environment variable(s): " + ", ".join(missing))
     if token_url is not None:
@@ -373,18 +508,39 @@ def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings
         secret_source=source,
         targets=tuple(targets),
         scope=env.get("ROTATOR_SCOPE") or None,
-        auth_method=_choice(
-            env.get("ROTATOR_AUTH_METHOD") or "client_secret_post",
-            AUTH_METHODS,
-            "ROTATOR_AUTH_METHOD",
-        ),
+        auth_method=auth_method,
         verify_url=None if verify_url is None else _url(verify_url, "ROTATOR_VERIFY_URL"),
+        jwt=jwt,
     )
     return Settings(
         credentials=(credential,),
         metrics_port=None if port is None else _port(port, "ROTATOR_METRICS_PORT"),
         source="environment",
     )
+
+
+_ENV_JWT_KEYS = (
+    ("ROTATOR_PRIVATE_KEY_FILE", "private_key_file"),
+    ("ROTATOR_PRIVATE_KEY_ID", "private_key_id"),
+    ("ROTATOR_SIGNING_ALG", "signing_alg"),
+)
+
+
+def _jwt_from_env(env: Mapping[str, str], method: str, *, has_secret: bool) -> JwtAuth | None:
+    """ROTATOR_PRIVATE_KEY_FILE / _ID and ROTATOR_SIGNING_ALG, checked as their TOML keys."""
+    item = {key: env[var] for var, key in _ENV_JWT_KEYS if env.get(var)}
+    if method == "private_key_jwt" and has_secret:
+        raise ConfigError(
+            "ROTATOR_AUTH_METHOD=private_key_jwt sends no client secret; unset "
+            "ROTATOR_CLIENT_SECRET / ROTATOR_CLIENT_SECRET_FILE"
+        )
+    try:
+        return _jwt_auth(item, method, "environment", has_secret=False, required=False)
+    except ConfigError as exc:  # name the variables, not the TOML keys
+        message = str(exc)
+        for var, key in _ENV_JWT_KEYS:
+            message = message.replace(f"environment.{key}", var)
+        raise ConfigError(message) from None
 
 
 def unknown_env_keys(env: Mapping[str, str]) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -32,6 +32,8 @@ from rotator.token import Token, jwt_claims
 
 if TYPE_CHECKING:
     import requests
+
+    from rotator.assertion import ClientAuth
 
 MAX_BODY_BYTES = 1 << 20  # a token response is a few KB; cap what we read
 MAX_EXPIRES_IN = 366 * 24 * 3600  # anything longer is not a short-lived token
@@ -256,6 +258,8 @@ class TokenClient:
         proxies: dict[str, str] | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         on_request: Callable[[str, str], None] | None = None,
+        client_auth: ClientAuth | None = None,
+        extra_params: Sequence[tuple[str, str]] = (),
     ) -> None:
         parts = urlsplit(token_url)
         if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
@@ -274,6 +278,16 @@ class TokenClient:
         self._proxies = proxies or {}
         self._max_body = max_body_bytes
         self._on_request = on_request or (lambda grant, outcome: None)
+        # RFC 7523 assertions (client_secret_jwt, private_key_jwt) instead of the secret
+        self._client_auth = client_auth
+        # on every grant, client_credentials and refresh; a repeated field becomes a list
+        self._extra: dict[str, str | list[str]] = {}
+        for key, value in extra_params:
+            previous = self._extra.get(key)
+            if previous is None:
+                self._extra[key] = value
+            else:
+                self._extra[key] = [*([previous] if isinstance(previous, str) else previous), value]
 
     def __repr__(self) -> str:
         return f"TokenClient({safe_url(self._url)!r}, client_id={self._client_id!r})"
@@ -307,23 +321,35 @@ class TokenClient:
         return self._post(form, "refresh_token")
 
     def _post(self, form: dict[str, str], grant_type: str) -> Grant:
+        try:
+            return self._post_once(form, grant_type)
+        except CredentialsRejected:
+            # The key or secret may have been rotated under us: re-read it once, and
+            # ask again (with a new assertion) only if it changed.
+            if self._client_auth is None or not self._client_auth.reload():
+                raise
+        return self._post_once(form, grant_type)
+
+    def _post_once(self, form: dict[str, str], grant_type: str) -> Grant:
         import requests
 
-        secret = self._secret().reveal()
+        data: dict[str, Any] = {**self._extra, **form}  # config refused any overlap
         auth: tuple[str, str] | None = None
-        if self._auth_method == "client_secret_basic":
+        if self._client_auth is not None:
+            data = self._client_auth.apply(data)
+        elif self._auth_method == "client_secret_basic":
             # RFC 6749 2.3.1: both parts form-urlencoded before Basic encoding.
             from urllib.parse import quote_plus
 
-            auth = (quote_plus(self._client_id), quote_plus(secret))
+            auth = (quote_plus(self._client_id), quote_plus(self._secret().reveal()))
         else:
-            form = {**form, "client_id": self._client_id, "client_secret": secret}
+            data = {**data, "client_id": self._client_id, "client_secret": self._secret().reveal()}
         sent_at = self._clock.now()
         where = f"token endpoint {safe_url(self._url)}"
         try:
             response = self._session.post(
                 self._url,
-                data=form,
+                data=data,
                 auth=auth,
                 headers={"Accept": "application/json"},
                 timeout=self._timeout,

@@ -734,9 +734,9 @@ CONFIG_ERRORS: dict[str, tuple[dict[str, str], str | None, list[str]]] = {
         ["ROTATOR_TOKEN_URL", "http://sso.example.com"],
     ),
     "bad auth method": (
-        {"ROTATOR_AUTH_METHOD": "private_key_jwt"},
+        {"ROTATOR_AUTH_METHOD": "tls_client_auth"},
         None,
-        ["ROTATOR_AUTH_METHOD", "'private_key_jwt'"],
+        ["ROTATOR_AUTH_METHOD", "'tls_client_auth'"],
     ),
     "no client id": ({"ROTATOR_CLIENT_ID": ""}, None, ["ROTATOR_CLIENT_ID"]),
     "no target": (
@@ -747,8 +747,8 @@ CONFIG_ERRORS: dict[str, tuple[dict[str, str], str | None, list[str]]] = {
     "toml unknown key": ({}, "lifespan = 300", ["lifespan"]),
     "toml bad value": (
         {},
-        'auth_method = "private_key_jwt"',
-        ["credentials[oms].auth_method", "'private_key_jwt'"],
+        'auth_method = "tls_client_auth"',
+        ["credentials[oms].auth_method", "'tls_client_auth'"],
     ),
     "toml bad refresh": (
         {},

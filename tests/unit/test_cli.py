@@ -124,11 +124,11 @@ def test_no_configuration_at_all(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_invalid_config_value(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = file_config(tmp_path, auth_method="private_key_jwt")
+    path = file_config(tmp_path, auth_method="tls_client_auth")
     code, _, err = run(capsys, "check", "--config", str(path))
     assert code == 2
     assert "auth_method must be one of" in err
-    assert "'private_key_jwt'" in err
+    assert "'tls_client_auth'" in err
 
 
 @pytest.mark.parametrize(

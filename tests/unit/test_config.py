@@ -217,7 +217,7 @@ def test_exactly_one_secret_source() -> None:
         ("client_id", ""),
         ("client_id", 42),
         ("scope", ["a", "b"]),
-        ("auth_method", "private_key_jwt"),
+        ("auth_method", "tls_client_auth"),
         ("token_url", "ftp://sso.example.com/token"),
         ("token_url", "not a url"),
         ("verify_url", "gopher://oms.example.com/"),

@@ -8,7 +8,10 @@
 // (a JSON string, merged over the env var). Keys, all optional:
 //   realm           "astore-p2p"   issuer = http://127.0.0.1:PORT/auth/realms/{realm}
 //   ttl             3              seconds of life of client_credentials access tokens
-//   clients         [{client_id, client_secret, token_endpoint_auth_method?, scope?}]
+//   clients         [{client_id, client_secret?, token_endpoint_auth_method?, scope?,
+//                     jwks?, token_endpoint_auth_signing_alg?}]
+//                   methods: client_secret_basic (default), client_secret_post,
+//                   client_secret_jwt, private_key_jwt (needs jwks, no secret)
 //   scopes          ["profile", "email"]  scopes the server knows of
 //   format          "opaque" | "jwt"      access token format
 //   refresh         false          Keycloak's "use refresh tokens for client credentials"
@@ -26,7 +29,9 @@
 //   POST /__admin/revoke-refresh  invalidate every refresh token issued so far
 //   POST /__admin/active          {"token": "..."} -> {"active": bool}, works for opaque and JWT
 //   POST /__admin/reset           clear stats and pending failures (tokens stay valid)
-//   GET  /__admin/stats           counts of token requests by grant_type and outcome
+//   GET  /__admin/stats           counts of token requests by grant_type and outcome, every
+//                                 client_assertion received (RFC 7523 clients), and each
+//                                 request's extra form fields (audience, resource...)
 
 import { generateKeyPairSync, randomBytes, verify as cryptoVerify } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -107,10 +112,12 @@ if (!Array.isArray(cfg.scopes) || cfg.scopes.includes('offline_access')) {
   // offline_access would make oidc-provider register its own refresh_token grant.
   fatal('scopes must be a list without offline_access');
 }
-const AUTH_METHODS = ['client_secret_basic', 'client_secret_post'];
+const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt'];
 for (const c of cfg.clients) {
   if (typeof c?.client_id !== 'string' || !c.client_id) fatal('each client needs a client_id');
-  if (typeof c.client_secret !== 'string' || !c.client_secret) fatal(`client ${c.client_id} needs a client_secret`);
+  if (c.token_endpoint_auth_method === 'private_key_jwt') {
+    if (!Array.isArray(c.jwks?.keys)) fatal(`client ${c.client_id}: private_key_jwt needs jwks`);
+  } else if (typeof c.client_secret !== 'string' || !c.client_secret) fatal(`client ${c.client_id} needs a client_secret`);
   if (c.token_endpoint_auth_method && !AUTH_METHODS.includes(c.token_endpoint_auth_method)) {
     fatal(`client ${c.client_id}: token_endpoint_auth_method must be one of ${AUTH_METHODS.join(', ')}`);
   }
@@ -137,6 +144,8 @@ function freshStats() {
     auth_methods: {}, // client_secret_basic | client_secret_post | none -> count
     introspection_requests: 0,
     refresh_tokens_issued: 0,
+    assertions: [], // every client_assertion received, in order (test peer only)
+    extras: [], // per token request: {grant, params} of its non-standard form fields
     started_at: new Date().toISOString(),
   };
 }
@@ -172,8 +181,23 @@ async function readRaw(req, limit = 64 * 1024) {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+const STANDARD_FIELDS = new Set(['grant_type', 'client_id', 'client_secret', 'client_assertion',
+  'client_assertion_type', 'refresh_token', 'scope']);
+
+function recordExtras(grant, form) {
+  const params = {};
+  for (const [key, value] of Object.entries(form || {})) {
+    if (!STANDARD_FIELDS.has(key)) params[key] = value;
+  }
+  stats.extras.push({ grant, params });
+}
+
 function authMethodOf(headers, form) {
   if (/^basic /i.test(headers.authorization || '')) return 'client_secret_basic';
+  if (form && form.client_assertion !== undefined) {
+    if (typeof form.client_assertion === 'string') stats.assertions.push(form.client_assertion);
+    return 'client_assertion';
+  }
   if (form && form.client_secret !== undefined) return 'client_secret_post';
   return 'none';
 }
@@ -393,6 +417,7 @@ async function tokenRouteMiddleware(ctx, next) {
   const grant = oidc?.params?.grant_type || oidc?.body?.grant_type || 'unknown';
   const method = authMethodOf(ctx.req.headers, oidc?.body);
   countAuth(method);
+  recordExtras(grant, oidc?.body);
 
   const body = ctx.body && typeof ctx.body === 'object' && !Buffer.isBuffer(ctx.body) ? ctx.body : undefined;
   if (ctx.status === 200 && body?.access_token) {
@@ -423,7 +448,10 @@ server.listen(port, '127.0.0.1', () => {
 
   const clientsMeta = cfg.clients.map((c) => ({
     client_id: c.client_id,
-    client_secret: c.client_secret,
+    ...(c.client_secret ? { client_secret: c.client_secret } : {}),
+    ...(c.jwks ? { jwks: c.jwks } : {}),
+    ...(c.token_endpoint_auth_signing_alg
+      ? { token_endpoint_auth_signing_alg: c.token_endpoint_auth_signing_alg } : {}),
     token_endpoint_auth_method: c.token_endpoint_auth_method || 'client_secret_basic',
     grant_types: cfg.refresh ? ['client_credentials', 'refresh_token'] : ['client_credentials'],
     response_types: [],
