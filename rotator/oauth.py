@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rotator.clock import Clock
 from rotator.config import is_loopback
+from rotator.deadline import Deadline
 from rotator.errors import (
     ConfigError,
     CredentialsRejected,
@@ -37,6 +39,9 @@ MAX_BODY_BYTES = 1 << 20  # a token response is a few KB; cap what we read
 MAX_EXPIRES_IN = 366 * 24 * 3600  # anything longer is not a short-lived token
 MAX_RETRY_AFTER = 3600.0
 REJECTED_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+# A whole number of seconds as servers send it: ASCII digits only ("²".isdigit()
+# is True) and short (int() refuses strings over 4,300 digits).
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,10 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DIGITS.fullmatch(value):
         return min(float(value), MAX_RETRY_AFTER)
+    if value[:1].isdigit() or len(value) > 64:
+        return None  # not ASCII delta-seconds ("²", 5,000 digits) and not an HTTP date
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -182,7 +189,7 @@ def _lifetime(
 ) -> timedelta:
     if "expires_in" in data:
         expires_in = data["expires_in"]
-        if isinstance(expires_in, str) and expires_in.strip().isdigit():
+        if isinstance(expires_in, str) and _DIGITS.fullmatch(expires_in.strip()):
             expires_in = int(expires_in)  # some servers send it quoted
         if not _is_number(expires_in):
             raise bad(f"expires_in must be a number, got {_one_line(repr(expires_in), 40)}")
@@ -256,6 +263,8 @@ class TokenClient:
         proxies: dict[str, str] | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         on_request: Callable[[str, str], None] | None = None,
+        deadline: float = 30.0,
+        reresolve_secret: Callable[[], None] | None = None,
     ) -> None:
         parts = urlsplit(token_url)
         if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
@@ -274,6 +283,8 @@ class TokenClient:
         self._proxies = proxies or {}
         self._max_body = max_body_bytes
         self._on_request = on_request or (lambda grant, outcome: None)
+        self._deadline = deadline
+        self._reresolve = reresolve_secret
 
     def __repr__(self) -> str:
         return f"TokenClient({safe_url(self._url)!r}, client_id={self._client_id!r})"
@@ -307,9 +318,24 @@ class TokenClient:
         return self._post(form, "refresh_token")
 
     def _post(self, form: dict[str, str], grant_type: str) -> Grant:
+        secret = self._secret()
+        try:
+            return self._post_with(secret, form, grant_type)
+        except CredentialsRejected as exc:
+            if exc.error not in REJECTED_CLIENT_ERRORS or self._reresolve is None:
+                raise
+            # The client secret may have been rotated (and its stored copy updated):
+            # re-read the source once, and retry at once only if the value changed.
+            self._reresolve()
+            fresh = self._secret()
+            if fresh.reveal() == secret.reveal():
+                raise
+        return self._post_with(fresh, form, grant_type)
+
+    def _post_with(self, client_secret: Secret, form: dict[str, str], grant_type: str) -> Grant:
         import requests
 
-        secret = self._secret().reveal()
+        secret = client_secret.reveal()
         auth: tuple[str, str] | None = None
         if self._auth_method == "client_secret_basic":
             # RFC 6749 2.3.1: both parts form-urlencoded before Basic encoding.
@@ -320,35 +346,42 @@ class TokenClient:
             form = {**form, "client_id": self._client_id, "client_secret": secret}
         sent_at = self._clock.now()
         where = f"token endpoint {safe_url(self._url)}"
-        try:
-            response = self._session.post(
-                self._url,
-                data=form,
-                auth=auth,
-                headers={"Accept": "application/json"},
-                timeout=self._timeout,
-                verify=self._verify,
-                proxies=self._proxies,
-                stream=True,
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            self._on_request(grant_type, "timeout")
-            raise TokenEndpointUnavailable(f"{where} timed out", url=safe_url(self._url)) from None
-        except requests.exceptions.SSLError as exc:
-            self._on_request(grant_type, "tls_error")
-            raise TokenEndpointUnavailable(
-                f"{where}: TLS verification failed ({type(exc).__name__})", url=safe_url(self._url)
-            ) from None
-        except requests.RequestException as exc:
-            self._on_request(grant_type, "connection_error")
-            raise TokenEndpointUnavailable(
-                f"{where} is unreachable ({type(exc).__name__})", url=safe_url(self._url)
-            ) from None
-        try:
-            body = self._read_capped(response, where)
-        finally:
-            response.close()
+        with Deadline(self._deadline) as deadline:
+            try:
+                response = self._session.post(
+                    self._url,
+                    data=form,
+                    auth=auth,
+                    headers={"Accept": "application/json"},
+                    timeout=self._timeout,
+                    verify=self._verify,
+                    proxies=self._proxies,
+                    stream=True,
+                    allow_redirects=False,
+                )
+            except requests.Timeout:
+                self._on_request(grant_type, "timeout")
+                raise TokenEndpointUnavailable(
+                    f"{where} timed out", url=safe_url(self._url)
+                ) from None
+            except OSError as exc:
+                if deadline.expired():
+                    self._on_request(grant_type, "timeout")
+                    raise self._past_deadline(where, None) from None
+                if isinstance(exc, requests.RequestException):
+                    raise self._unreachable(exc, where, grant_type) from None
+                # requests raises a bare OSError for a CA bundle it cannot load
+                self._on_request(grant_type, "config_error")
+                raise ConfigError(
+                    f"{where}: cannot use the CA bundle ({type(exc).__name__})"
+                ) from None
+            try:
+                body = self._read_capped(response, where, deadline)
+            finally:
+                response.close()
+            if deadline.fired:  # the socket was cut: what was read may be a truncated answer
+                self._on_request(grant_type, "timeout")
+                raise self._past_deadline(where, response.status_code)
         try:
             grant = parse_response(
                 status=response.status_code,
@@ -364,13 +397,37 @@ class TokenClient:
         self._on_request(grant_type, "ok")
         return grant
 
-    def _read_capped(self, response: requests.Response, where: str) -> bytes:
+    def _unreachable(
+        self, exc: BaseException, where: str, grant_type: str
+    ) -> TokenEndpointUnavailable:
+        import requests
+
+        if isinstance(exc, requests.exceptions.SSLError):
+            self._on_request(grant_type, "tls_error")
+            return TokenEndpointUnavailable(
+                f"{where}: TLS verification failed ({type(exc).__name__})", url=safe_url(self._url)
+            )
+        self._on_request(grant_type, "connection_error")
+        return TokenEndpointUnavailable(
+            f"{where} is unreachable ({type(exc).__name__})", url=safe_url(self._url)
+        )
+
+    def _past_deadline(self, where: str, status: int | None) -> TokenEndpointUnavailable:
+        return TokenEndpointUnavailable(
+            f"{where}: no complete answer within the {self._deadline:g} s deadline",
+            url=safe_url(self._url),
+            status=status,
+        )
+
+    def _read_capped(self, response: requests.Response, where: str, deadline: Deadline) -> bytes:
         import requests
 
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_content(chunk_size=65536):
+            for chunk in response.iter_content(chunk_size=4096):
+                if deadline.expired():
+                    raise requests.exceptions.ConnectionError("deadline")
                 size += len(chunk)
                 if size > self._max_body:
                     raise InvalidTokenResponse(
@@ -380,6 +437,8 @@ class TokenClient:
                     )
                 chunks.append(chunk)
         except requests.RequestException as exc:
+            if deadline.expired():
+                raise self._past_deadline(where, response.status_code) from None
             raise TokenEndpointUnavailable(
                 f"{where}: the response was cut off ({type(exc).__name__})",
                 url=safe_url(self._url),
@@ -396,26 +455,37 @@ def verify_token(
     timeout: tuple[float, float] = (5.0, 10.0),
     verify: str | bool = True,
     proxies: dict[str, str] | None = None,
+    deadline: float = 30.0,
 ) -> None:
-    """GET `url` with the new token; anything but 2xx is a VerificationFailed."""
+    """GET `url` with the new token; anything but 2xx is a VerificationFailed.
+    The exchange ends within `deadline` seconds however slowly the server answers."""
     import requests
 
     from rotator.errors import VerificationFailed, VerificationUnavailable
 
     where = f"verify_url {safe_url(url)}"
-    try:
-        response = session.get(
-            url,
-            headers={"Authorization": f"Bearer {token.access_token}"},
-            timeout=timeout,
-            verify=verify,
-            proxies=proxies or {},
-            allow_redirects=False,
-            stream=True,
-        )
-    except requests.RequestException as exc:
-        raise VerificationUnavailable(f"{where} is unreachable ({type(exc).__name__})") from None
-    response.close()
+    with Deadline(deadline) as limit:
+        try:
+            response = session.get(
+                url,
+                headers={"Authorization": f"Bearer {token.access_token}"},
+                timeout=timeout,
+                verify=verify,
+                proxies=proxies or {},
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            if limit.expired():
+                raise VerificationUnavailable(
+                    f"{where}: no answer within the {deadline:g} s deadline"
+                ) from None
+            raise VerificationUnavailable(
+                f"{where} is unreachable ({type(exc).__name__})"
+            ) from None
+        response.close()
+    if limit.fired:  # the socket was cut: the status may come from a truncated answer
+        raise VerificationUnavailable(f"{where}: no answer within the {deadline:g} s deadline")
     if response.status_code >= 500 or response.status_code == 429:
         raise VerificationUnavailable(f"{where} answered HTTP {response.status_code}")
     if not 200 <= response.status_code < 300:
