@@ -35,6 +35,9 @@ from tests.fakes import FakeClock, FakeFetcher, FakeScheduler, make_token
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "bearer-token-MARKER-redirect"
+# A dripping server gives up after this many bytes (~10 s), so a build without the
+# deadline fails on a wrong error instead of hanging until the test timeout.
+DRIP_BYTES = 200
 
 
 @contextmanager
@@ -146,10 +149,11 @@ def test_a_dripping_token_response_ends_at_the_deadline() -> None:
         handler.send_header("Content-Length", "100000")
         handler.end_headers()
         try:
-            while not stop.is_set():  # a byte every 50 ms: each read is "on time"
+            for _ in range(DRIP_BYTES):  # a byte every 50 ms: each read is "on time"
+                if stop.wait(0.05):
+                    break
                 handler.wfile.write(b" ")
                 handler.wfile.flush()
-                stop.wait(0.05)
         except OSError:
             pass  # the client hung up: what the deadline must do
 
@@ -166,10 +170,11 @@ def drip_headers(stop: threading.Event) -> Callable[[BaseHTTPRequestHandler], No
     def respond(handler: BaseHTTPRequestHandler) -> None:
         try:
             handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-            while not stop.is_set():  # a header that never ends, a byte every 50 ms
+            for _ in range(DRIP_BYTES):  # a header that does not end, a byte every 50 ms
+                if stop.wait(0.05):
+                    break
                 handler.wfile.write(b"a")
                 handler.wfile.flush()
-                stop.wait(0.05)
         except OSError:
             pass
 
