@@ -64,7 +64,7 @@ class TokenReader:
         self._value: str | None = None
         self._token: Token | None = None
         self._valid_until: datetime | None = None
-        self._read_at: datetime | None = None  # the last store read, whatever its outcome
+        self._forced_at: datetime | None = None  # the last re-read a 401 asked for
         self.reads = 0  # store calls made, for tests and benchmarks
 
     def __repr__(self) -> str:
@@ -126,14 +126,17 @@ class TokenReader:
         with self._lock:
             if rejected is not None and self._value is not None and self._value != rejected:
                 return self._value
-            if self._value is not None and self._read_recently():
+            now = self._clock.now()
+            forced_at = self._forced_at
+            if (
+                self._value is not None
+                and forced_at is not None
+                and now - forced_at < self._min_reread
+            ):
                 # Rate limit: a burst of 401s makes one store read per interval, not one each.
                 return self._value
+            self._forced_at = now
             return self._reread()
-
-    def _read_recently(self) -> bool:
-        read_at = self._read_at
-        return read_at is not None and self._clock.now() - read_at < self._min_reread
 
     def _cached(self) -> str | None:
         until = self._valid_until
@@ -144,7 +147,6 @@ class TokenReader:
     def _reread(self) -> str:
         now = self._clock.now()
         self.reads += 1
-        self._read_at = now
         try:
             reading = self._store.get()
         except StoreError as exc:

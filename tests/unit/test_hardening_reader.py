@@ -29,12 +29,15 @@ def test_a_burst_of_401s_makes_at_most_one_read_per_interval(clock: FakeClock) -
     reader.token()
     for _ in range(50):
         reader.refresh(rejected=value)
-    assert reader.reads == 1  # was 51: one store read per 401
+    assert reader.reads == 2  # the fill and one re-read; was 51: one store read per 401
 
-    clock.advance(1.0)  # the documented interval (1 s) later, one more read is allowed
+    clock.advance(0.5)
+    reader.refresh(rejected=value)
+    assert reader.reads == 2
+    clock.advance(0.5)  # the documented interval (1 s) later, one more read is allowed
     for _ in range(50):
         reader.refresh(rejected=value)
-    assert reader.reads == 2
+    assert reader.reads == 3
 
 
 def test_store_outage_serves_the_still_valid_cached_token(clock: FakeClock) -> None:
@@ -84,6 +87,10 @@ def test_interval_is_the_constructor_setting(clock: FakeClock) -> None:
     store, value = published(clock)
     reader = TokenReader(store, clock=clock, min_reread_interval=timedelta(seconds=10))
     reader.token()
+    reader.refresh(rejected=value)
     clock.advance(5)
     reader.refresh(rejected=value)
-    assert reader.reads == 1
+    assert reader.reads == 2
+    clock.advance(5)
+    reader.refresh(rejected=value)
+    assert reader.reads == 3
