@@ -11,11 +11,12 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rotator.clock import Clock, SystemClock
-from rotator.config import Credential, Settings, Target
+from rotator.config import Credential, Settings, Target, check_ca_bundle
 from rotator.errors import ConfigError
 from rotator.oauth import TokenClient, verify_token
 from rotator.retry import Backoff
@@ -42,19 +43,27 @@ class AwsClients:
     """
 
     def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 10.0) -> None:
-        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._clients: dict[tuple[str, str | None, tuple[float, float]], Any] = {}
         self._lock = threading.Lock()
         self._session: Any = None
         self._timeouts = (connect_timeout, read_timeout)
 
-    def client(self, service: str, region: str | None = None) -> Any:
-        key = (service, region)
+    def client(
+        self,
+        service: str,
+        region: str | None = None,
+        timeouts: tuple[float, float] | None = None,
+    ) -> Any:
+        """The shared client for (service, region, timeouts): each credential's own
+        connect/read timeouts apply to its own calls."""
+        timeouts = timeouts or self._timeouts
+        key = (service, region, timeouts)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self._build(service, region)
+                self._clients[key] = self._build(service, region, timeouts)
             return self._clients[key]
 
-    def _build(self, service: str, region: str | None) -> Any:
+    def _build(self, service: str, region: str | None, timeouts: tuple[float, float]) -> Any:
         # botocore directly: boto3's import pulls in s3transfer and costs ~30 ms of
         # start-up on every cron run for nothing (boto3 is only a thin layer on it).
         import botocore.session
@@ -73,15 +82,17 @@ class AwsClients:
                 f"no AWS region for {service}: set AWS_REGION (or the target's region key)"
             )
         config = Config(
-            connect_timeout=self._timeouts[0],
-            read_timeout=self._timeouts[1],
+            connect_timeout=timeouts[0],
+            read_timeout=timeouts[1],
             retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=32,
         )
         return self._session.create_client(service, region_name=region, config=config)
 
 
-def build_store(target: Target, aws: AwsClients) -> TokenStore:
+def build_store(
+    target: Target, aws: AwsClients, timeouts: tuple[float, float] | None = None
+) -> TokenStore:
     if target.type == "file":
         from rotator.stores.file import FileStore
 
@@ -90,7 +101,7 @@ def build_store(target: Target, aws: AwsClients) -> TokenStore:
         from rotator.stores.ssm import SsmStore
 
         return SsmStore(
-            aws.client("ssm", target.region),
+            aws.client("ssm", target.region, timeouts),
             target.ref,
             fmt=target.format,
             kms_key_id=target.kms_key_id,
@@ -98,7 +109,7 @@ def build_store(target: Target, aws: AwsClients) -> TokenStore:
     from rotator.stores.secretsmanager import SecretsManagerStore
 
     return SecretsManagerStore(
-        aws.client("secretsmanager", target.region),
+        aws.client("secretsmanager", target.region, timeouts),
         target.ref,
         fmt=target.format,
         create=target.create,
@@ -114,8 +125,11 @@ def build_session() -> requests.Session:
     import requests
     from requests.adapters import HTTPAdapter
 
+    from rotator import deadline
+
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=16, pool_maxsize=32, max_retries=0)
+    deadline.mount(adapter)  # token requests and verify calls have an overall deadline
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = "rotator/0.1"
@@ -125,8 +139,25 @@ def build_session() -> requests.Session:
 
 def tls_verify(ca_bundle: str | None, env: Mapping[str, str]) -> str | bool:
     """The `verify` argument: the credential's CA bundle, else REQUESTS_CA_BUNDLE or
-    CURL_CA_BUNDLE, else the default trust store. Never off."""
-    return ca_bundle or env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
+    CURL_CA_BUNDLE, else the default trust store. Never off. A bundle from the
+    environment that cannot be read is a configuration error (exit 2)."""
+    if ca_bundle:
+        return ca_bundle
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        if env.get(name):
+            check_ca_bundle(env[name], name)
+            return env[name]
+    return True
+
+
+def timeouts_of(credential: Credential) -> tuple[float, float]:
+    """A credential's (connect, read) timeouts, never beyond its overall deadline."""
+    refresh = credential.refresh
+    deadline = refresh.request_deadline_seconds
+    return (
+        min(refresh.connect_timeout_seconds, deadline),
+        min(refresh.read_timeout_seconds, deadline),
+    )
 
 
 def proxies_for(url: str) -> dict[str, str]:
@@ -154,14 +185,18 @@ class App:
         return self.session  # type: ignore[no-any-return]
 
     def stores(self, credential: Credential) -> list[TokenStore]:
-        return [build_store(t, self.aws) for t in credential.targets]
+        timeouts = timeouts_of(credential)
+        return [build_store(t, self.aws, timeouts) for t in credential.targets]
 
     def secret(self, credential: Credential) -> SecretProvider:
         provider = self._secrets.get(credential.name)
         if provider is None:
             assert credential.secret_source is not None
+            timeouts = timeouts_of(credential)
             provider = SecretProvider(
-                credential.secret_source, env=self.env, client_for=self.aws.client
+                credential.secret_source,
+                env=self.env,
+                client_for=lambda service, region: self.aws.client(service, region, timeouts),
             )
             self._secrets[credential.name] = provider
         return provider
@@ -179,7 +214,9 @@ class App:
                 alg=jwt.signing_alg,
                 kid=jwt.key_id,
                 env=self.env,
-                client_for=self.aws.client,
+                client_for=lambda service, region: self.aws.client(
+                    service, region, timeouts_of(credential)
+                ),
             )
             self._keys[credential.name] = provider
         return provider
@@ -206,17 +243,20 @@ class App:
         observer = self.observer
         name = credential.name
         client_auth = self.client_auth(credential)
+        secret = _no_secret if client_auth else self.secret(credential)
         return TokenClient(
             self.http(),
             token_url=credential.token_url,
             client_id=credential.client_id,
-            client_secret=_no_secret if client_auth else self.secret(credential),
+            client_secret=secret,
             client_auth=client_auth,
             extra_params=credential.extra_params,
+            reresolve_secret=None if client_auth else self.secret(credential).invalidate,
             clock=self.clock,
             auth_method=credential.auth_method,
             scope=credential.scope,
-            timeout=(refresh.connect_timeout_seconds, refresh.read_timeout_seconds),
+            timeout=timeouts_of(credential),
+            deadline=refresh.request_deadline_seconds,
             verify=tls_verify(credential.ca_bundle, self.env),
             proxies=proxies_for(credential.token_url),
             on_request=lambda grant, outcome: observer.token_request(name, grant, outcome),
@@ -236,9 +276,10 @@ class App:
                 session,
                 url,
                 token,
-                timeout=(refresh.connect_timeout_seconds, refresh.read_timeout_seconds),
+                timeout=timeouts_of(credential),
                 verify=tls,
                 proxies=proxies,
+                deadline=refresh.request_deadline_seconds,
             )
 
         return verify
@@ -287,6 +328,18 @@ def build(
     )
 
 
+def job_deadline(credential: Credential) -> timedelta:
+    """The longest one rotation step of `credential` can take when every call runs
+    to its limit: up to three token requests (refresh, fallback, a retry after a
+    re-read client secret), the verify call, and a read and a write per target
+    plus a client secret read from AWS, each within its connect + read timeouts."""
+    refresh = credential.refresh
+    connect, read = timeouts_of(credential)
+    aws_calls = 2 * len(credential.targets) + 1
+    seconds = 4 * refresh.request_deadline_seconds + aws_calls * (connect + read)
+    return timedelta(seconds=seconds)
+
+
 def write_rate_advice(credential: Credential, token: Token) -> str | None:
     """A warning when a Secrets Manager target would be written faster than AWS advises."""
     sm_targets = [t.ref for t in credential.targets if t.type == "secretsmanager"]
@@ -309,7 +362,5 @@ def _no_secret() -> Any:
     raise AssertionError("a JWT client authenticates by assertion, never by sending a secret")
 
 
-def _seconds(value: float) -> Any:
-    from datetime import timedelta
-
+def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TextIO
 
-from rotator.app import App, build_store, write_rate_advice
+from rotator.app import App, build_store, job_deadline, timeouts_of, write_rate_advice
 from rotator.clock import format_instant
 from rotator.config import Credential
 from rotator.errors import (
@@ -110,7 +110,7 @@ def get(app: App, *, credential: str | None, as_json: bool, out: TextIO | None =
     out = out or sys.stdout
     cred = app.settings.credential(credential)
     target = cred.targets[0]
-    store = build_store(target, app.aws)
+    store = build_store(target, app.aws, timeouts_of(cred))
     reading = store.get()
     if reading.is_missing:
         log.error("no token published credential=%s target=%s", cred.name, store.name)
@@ -253,10 +253,11 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
     daemon = Daemon(
         rotators,
         clock=app.clock,
-        backoff=app.backoff(),
+        backoff={cred.name: app.backoff(cred) for cred in settings.credentials},
         observer=app.observer,
         stop_event=app.stop_event,
-        max_workers=min(32, len(rotators) + 1),
+        max_workers=settings.workers,
+        job_deadlines={cred.name: job_deadline(cred) for cred in settings.credentials},
         advise=lambda name, token: _advise(app, by_name[name], token),
     )
     register = getattr(app.observer, "register", None)
@@ -269,9 +270,13 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
     if port is not None:
         from rotator.health import HealthServer
 
-        server = HealthServer(app, daemon, host=settings.metrics_host, port=port)
+        server = HealthServer(app, daemon, host=settings.metrics_address, port=port)
         server.start()
-        log.info("metrics and health on port %d (/metrics, /healthz, /readyz)", server.port)
+        log.info(
+            "metrics and health on port %d (/metrics, /healthz, /readyz) address=%s",
+            server.port,
+            settings.metrics_address,
+        )
     log.info(
         "daemon started credentials=%d targets=%d",
         len(rotators),

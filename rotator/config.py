@@ -67,6 +67,8 @@ ENV_KEYS = (
     "ROTATOR_VERIFY_URL",
     "ROTATOR_CREDENTIAL_NAME",
     "ROTATOR_METRICS_PORT",
+    "ROTATOR_METRICS_ADDRESS",
+    "ROTATOR_MAX_WORKERS",
     "ROTATOR_LOG_LEVEL",
     "ROTATOR_LOG_FORMAT",
     "ROTATOR_ONCE_INTERVAL",
@@ -108,6 +110,10 @@ class Refresh:
     retry_budget_seconds: float = 60.0  # how long `once` keeps retrying
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 10.0
+    # The whole exchange (connect, headers, body) of one token request or verify
+    # call: requests' read timeout is per socket read, so a server that drips a
+    # byte at a time would otherwise hold the job for ever.
+    request_deadline_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -140,9 +146,24 @@ class JwtAuth:
 class Settings:
     credentials: tuple[Credential, ...]
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - a container's probe port must be reachable
+    metrics_address: str = "0.0.0.0"  # noqa: S104 - a container's probe port must be reachable
     readiness_margin_seconds: float = 30.0
     source: str = "environment"
+    max_workers: int | None = None  # None: one per credential plus one, at most 32
+    # Process-level keys the TOML file set itself (they win over the environment).
+    file_keys: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    @property
+    def metrics_host(self) -> str:
+        """The former name of `metrics_address`."""
+        return self.metrics_address
+
+    @property
+    def workers(self) -> int:
+        """Threads that run rotation jobs in the daemon."""
+        if self.max_workers is not None:
+            return self.max_workers
+        return min(32, len(self.credentials) + 1)
 
     def credential(self, name: str | None) -> Credential:
         if name is None:
@@ -170,11 +191,40 @@ def load(
     the targets it reads.
     """
     env = os.environ if env is None else env
+    check_env_names(env)
     if path is None and env.get("ROTATOR_CONFIG"):
         path = env["ROTATOR_CONFIG"]
     if path is not None:
-        return _from_file(Path(path), require_client=require_client)
+        settings = _from_file(Path(path), require_client=require_client)
+        return with_process_env(settings, env, file_sets=settings.file_keys)
     return from_env(env, require_client=require_client)
+
+
+# Process-level settings: the environment gives them in both modes; a TOML file
+# that sets one wins. (Log level/format and the once interval are read by the CLI.)
+PROCESS_ENV = {
+    "metrics_port": "ROTATOR_METRICS_PORT",
+    "metrics_address": "ROTATOR_METRICS_ADDRESS",
+    "max_workers": "ROTATOR_MAX_WORKERS",
+}
+
+
+def with_process_env(
+    settings: Settings, env: Mapping[str, str], *, file_sets: frozenset[str] = frozenset()
+) -> Settings:
+    """`settings` with the process-level values the environment gives and the file does not."""
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {}
+    if "metrics_port" not in file_sets and env.get("ROTATOR_METRICS_PORT"):
+        changes["metrics_port"] = _port(env["ROTATOR_METRICS_PORT"], "ROTATOR_METRICS_PORT")
+    if "metrics_address" not in file_sets and env.get("ROTATOR_METRICS_ADDRESS"):
+        changes["metrics_address"] = _address(
+            env["ROTATOR_METRICS_ADDRESS"], "ROTATOR_METRICS_ADDRESS"
+        )
+    if "max_workers" not in file_sets and env.get("ROTATOR_MAX_WORKERS"):
+        changes["max_workers"] = _workers(env["ROTATOR_MAX_WORKERS"], "ROTATOR_MAX_WORKERS")
+    return replace(settings, **changes) if changes else settings
 
 
 def _from_file(path: Path, *, require_client: bool) -> Settings:
@@ -197,8 +247,19 @@ def from_mapping(
     data: Mapping[str, Any], *, source: str = "config", require_client: bool = True
 ) -> Settings:
     _check_keys(
-        data, {"credentials", "metrics_port", "metrics_host", "readiness_margin_seconds"}, ""
+        data,
+        {
+            "credentials",
+            "metrics_port",
+            "metrics_address",
+            "metrics_host",
+            "max_workers",
+            "readiness_margin_seconds",
+        },
+        "",
     )
+    if "metrics_address" in data and "metrics_host" in data:
+        raise ConfigError("give metrics_address or its old name metrics_host, not both")
     creds_raw = data.get("credentials")
     if not isinstance(creds_raw, list) or not creds_raw:
         raise ConfigError(f"{source}: at least one [[credentials]] table is required")
@@ -208,14 +269,19 @@ def from_mapping(
     )
     _check_unique([c.name for c in credentials], "credentials[].name")
     port = data.get("metrics_port")
+    address_key = "metrics_host" if "metrics_host" in data else "metrics_address"
+    workers = data.get("max_workers")
+    file_keys = frozenset(k for k in ("metrics_port", "max_workers") if k in data)
     return Settings(
         credentials=credentials,
         metrics_port=None if port is None else _port(port, "metrics_port"),
-        metrics_host=_str(data.get("metrics_host", "0.0.0.0"), "metrics_host"),  # noqa: S104
+        metrics_address=_address(data.get(address_key, "0.0.0.0"), address_key),  # noqa: S104
         readiness_margin_seconds=_seconds(
             data.get("readiness_margin_seconds", 30.0), "readiness_margin_seconds", zero_ok=True
         ),
         source=source,
+        max_workers=None if workers is None else _workers(workers, "max_workers"),
+        file_keys=file_keys | ({"metrics_address"} if address_key in data else set()),
     )
 
 
@@ -299,7 +365,7 @@ def _credential(item: Any, where: str, *, require_client: bool) -> Credential:
         scope=_opt_str(item.get("scope"), f"{where}.scope"),
         auth_method=auth_method,
         verify_url=None if verify_url is None else _url(verify_url, f"{where}.verify_url"),
-        ca_bundle=_opt_str(item.get("ca_bundle"), f"{where}.ca_bundle"),
+        ca_bundle=_ca_bundle(item.get("ca_bundle"), f"{where}.ca_bundle"),
         refresh=_refresh(refresh_raw, f"{where}.refresh"),
         jwt=jwt,
         extra_params=extra_params(item.get("extra_params", {}), f"{where}.extra_params"),
@@ -438,12 +504,7 @@ def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings
     An unknown ROTATOR_* variable is an error (a typo would otherwise silently
     drop a target or a secret); its value is never shown.
     """
-    unknown = unknown_env_keys(env)
-    if unknown:
-        raise ConfigError(
-            f"unknown environment variable(s): {', '.join(unknown)} "
-            f"(known: {', '.join(k for k in ENV_KEYS if k != 'ROTATOR_CONFIG')})"
-        )
+    check_env_names(env)
     targets: list[Target] = []
     kms = env.get("ROTATOR_KMS_KEY_ID") or None
     fmt = _choice(env.get("ROTATOR_FORMAT") or "json", ("json", "raw"), "ROTATOR_FORMAT")
@@ -500,7 +561,6 @@ def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings
         token_url = _url(token_url, "ROTATOR_TOKEN_URL")
     verify_url = env.get("ROTATOR_VERIFY_URL") or None
     name = env.get("ROTATOR_CREDENTIAL_NAME") or "default"
-    port = env.get("ROTATOR_METRICS_PORT") or None
     credential = Credential(
         name=_name(name, "ROTATOR_CREDENTIAL_NAME"),
         token_url=token_url or "",
@@ -512,11 +572,12 @@ def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings
         verify_url=None if verify_url is None else _url(verify_url, "ROTATOR_VERIFY_URL"),
         jwt=jwt,
     )
-    return Settings(
-        credentials=(credential,),
-        metrics_port=None if port is None else _port(port, "ROTATOR_METRICS_PORT"),
-        source="environment",
-    )
+    return with_process_env(Settings(credentials=(credential,), source="environment"), env)
+
+
+def is_known_env_name(name: str) -> bool:
+    """Whether a ROTATOR_* name is one this tool reads, or one Kubernetes injects."""
+    return name in ENV_KEYS or is_service_link(name)
 
 
 _ENV_JWT_KEYS = (
@@ -545,9 +606,18 @@ def _jwt_from_env(env: Mapping[str, str], method: str, *, has_secret: bool) -> J
 
 def unknown_env_keys(env: Mapping[str, str]) -> list[str]:
     """ROTATOR_* variables this tool does not know (likely typos)."""
-    return sorted(
-        k for k in env if k.startswith("ROTATOR_") and k not in ENV_KEYS and not is_service_link(k)
-    )
+    return sorted(k for k in env if k.startswith("ROTATOR_") and not is_known_env_name(k))
+
+
+def check_env_names(env: Mapping[str, str]) -> None:
+    """The typo check, in both modes: an unknown ROTATOR_* name is an error; its value
+    is never shown."""
+    unknown = unknown_env_keys(env)
+    if unknown:
+        raise ConfigError(
+            f"unknown environment variable(s): {', '.join(unknown)} "
+            f"(known: {', '.join(k for k in ENV_KEYS if k != 'ROTATOR_CONFIG')})"
+        )
 
 
 def is_service_link(name: str) -> bool:
@@ -637,10 +707,59 @@ def _port(value: Any, where: str) -> int:
     return port
 
 
+def _address(value: Any, where: str) -> str:
+    address = _str(value, where)
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if address != "localhost":
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(
+                f"{where} must be an IP address to bind to (or localhost): {address!r}"
+            ) from None
+    return address
+
+
+def _workers(value: Any, where: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a whole number of threads: {value!r}") from None
+    if isinstance(value, bool) or not 1 <= number <= 256:
+        raise ConfigError(f"{where} must be between 1 and 256: {value!r}")
+    return number
+
+
+def _ca_bundle(value: Any, where: str) -> str | None:
+    path = _opt_str(value, where)
+    if path is not None:
+        check_ca_bundle(path, where)
+    return path
+
+
+def check_ca_bundle(path: str, where: str) -> None:
+    """A CA bundle must be a readable file or directory: checked when the configuration
+    is loaded, so a bad one is a configuration error (exit 2), not a failure per call."""
+    bundle = Path(path)
+    try:
+        if bundle.is_dir():
+            next(bundle.iterdir(), None)
+        else:
+            with bundle.open("rb") as handle:
+                handle.read(1)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: CA bundle not found: {path!r}") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{where}: cannot read CA bundle {path!r}: {reason}") from None
+
+
 def is_loopback(host: str | None) -> bool:
+    """Only `localhost`, 127.0.0.0/8 and ::1: a `*.localhost` name may resolve through DNS."""
     if not host:
         return False
-    if host == "localhost" or host.endswith(".localhost"):
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -648,15 +767,34 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+# Characters that parsers disagree on (urlsplit vs urllib3/requests) or that no
+# well-formed URL holds: refused outright instead of guessing which host is meant.
+_AMBIGUOUS_URL_CHARS = frozenset('\\ \t\r\n"<>^`{|}')
+
+
+def connect_host(url: str) -> str | None:
+    """The host the HTTP library (urllib3) will connect to, lower-cased."""
+    from urllib3.util import parse_url
+
+    host = parse_url(url).host
+    return None if host is None else host.strip("[]").lower()
+
+
 def _url(value: Any, where: str) -> str:
     url = _str(value, where)
+    shown = "" if "@" in url else f": {url!r}"  # user info may hold a password
+    invalid = ConfigError(f"{where} is not a valid URL{shown}")
+    if not url.isascii() or any(c in _AMBIGUOUS_URL_CHARS or not c.isprintable() for c in url):
+        raise invalid
     try:
         parts = urlsplit(url)
         has_userinfo = "@" in parts.netloc
         hostname = parts.hostname
+        host_used = connect_host(url)
     except ValueError:
-        shown = "" if "@" in url else f": {url!r}"  # user info may hold a password
-        raise ConfigError(f"{where} is not a valid URL{shown}") from None
+        raise invalid from None
+    if hostname is not None and host_used != hostname.lower():
+        raise invalid  # the parsers disagree on the host: refuse, never guess
     # Before any message that echoes the URL: user info may hold a password.
     if has_userinfo:
         raise ConfigError(f"{where} must not embed credentials in the URL")

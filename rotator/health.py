@@ -7,6 +7,7 @@ answers at once even while a rotation is stuck on a slow endpoint.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -124,17 +125,50 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# A probe or scrape is one short request: an idle or slow connection is dropped
+# after this long, and at most MAX_CONNECTIONS are served at once (the rest are
+# closed at once), so idle sockets cannot pile up threads in the daemon.
+CONNECTION_TIMEOUT_SECONDS = 5.0
+MAX_CONNECTIONS = 8
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # every handler is busy: drop, never queue
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class HealthServer:
-    """/metrics, /healthz (the scheduler is alive) and /readyz (every credential
-    has a published token with more than the readiness margin left, in every
-    one of its targets)."""
+    """/metrics, /healthz (the scheduler is alive and no job is stuck) and /readyz
+    (every credential has a published token with more than the readiness margin
+    left, in every one of its targets). Bodies say state, never error details:
+    those go to the logs, the metrics and `rotator status`."""
 
     def __init__(self, app: App, daemon: Daemon, *, host: str = "0.0.0.0", port: int = 0) -> None:  # noqa: S104
         self._app = app
         self._daemon = daemon
         handler = _handler(self)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -160,12 +194,21 @@ class HealthServer:
         return b""
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
-        alive = self._daemon.is_alive and not self._daemon.stop_event.is_set()
-        body: dict[str, Any] = {"status": "ok" if alive else "down", "credentials": {}}
+        running = self._daemon.is_alive and not self._daemon.stop_event.is_set()
+        stuck = set(self._daemon.stuck())
+        alive = running and not stuck
+        status = "ok" if alive else ("stuck" if running else "down")
+        body: dict[str, Any] = {"status": status, "credentials": {}}
         for name, state in self._daemon.states.items():
+            if name in stuck:
+                cred_state = "stuck"
+            elif state.running_since is not None:
+                cred_state = "running"
+            else:
+                cred_state = "failing" if state.consecutive_failures else "ok"
             body["credentials"][name] = {
+                "state": cred_state,
                 "consecutive_failures": state.consecutive_failures,
-                "last_error": state.last_error,
                 "next_run_at": state.next_run_at.isoformat() if state.next_run_at else None,
             }
         return alive, body
@@ -187,6 +230,8 @@ class HealthServer:
 
 def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = CONNECTION_TIMEOUT_SECONDS  # per connection: an idle client is dropped
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

@@ -26,8 +26,12 @@ class _ScrubbingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
-            # never a traceback: the error's own one-line text
-            message = f"{message}: {type(record.exc_info[1]).__name__}"
+            error = record.exc_info[1]
+            if record.levelno <= logging.DEBUG:
+                # debug: the chain of causes, each one line, scrubbed; never a traceback
+                message = f"{message}: {cause_chain(error)}"
+            else:
+                message = f"{message}: {type(error).__name__}"
         message = scrub(" ".join(message.split()))
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         if self._json:
@@ -41,6 +45,30 @@ class _ScrubbingFormatter(logging.Formatter):
                 ensure_ascii=False,
             )
         return f"{ts}Z {record.levelname:<7} {message}"
+
+
+MAX_CHAIN = 8
+
+
+def cause_chain(error: BaseException, limit: int = 200) -> str:
+    """`Type: text <- caused by Type: text ...`, each text flattened, capped and
+    scrubbed of every registered secret (the caller scrubs the whole line again)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and len(parts) < MAX_CHAIN:
+        seen.add(id(current))
+        text = scrub(" ".join(str(current).split()))
+        if len(text) > limit:
+            text = text[: limit - 1] + "…"
+        parts.append(f"{type(current).__name__}: {text}" if text else type(current).__name__)
+        if current.__cause__ is not None:
+            current = current.__cause__
+        elif current.__suppress_context__:
+            current = None
+        else:
+            current = current.__context__
+    return " <- caused by ".join(parts)
 
 
 def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:

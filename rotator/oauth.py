@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rotator.clock import Clock
 from rotator.config import is_loopback
+from rotator.deadline import Deadline
 from rotator.errors import (
     ConfigError,
     CredentialsRejected,
@@ -39,6 +41,9 @@ MAX_BODY_BYTES = 1 << 20  # a token response is a few KB; cap what we read
 MAX_EXPIRES_IN = 366 * 24 * 3600  # anything longer is not a short-lived token
 MAX_RETRY_AFTER = 3600.0
 REJECTED_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+# A whole number of seconds as servers send it: ASCII digits only ("²".isdigit()
+# is True) and short (int() refuses strings over 4,300 digits).
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,10 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DIGITS.fullmatch(value):
         return min(float(value), MAX_RETRY_AFTER)
+    if value[:1].isdigit() or len(value) > 64:
+        return None  # not ASCII delta-seconds ("²", 5,000 digits) and not an HTTP date
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -184,7 +191,7 @@ def _lifetime(
 ) -> timedelta:
     if "expires_in" in data:
         expires_in = data["expires_in"]
-        if isinstance(expires_in, str) and expires_in.strip().isdigit():
+        if isinstance(expires_in, str) and _DIGITS.fullmatch(expires_in.strip()):
             expires_in = int(expires_in)  # some servers send it quoted
         if not _is_number(expires_in):
             raise bad(f"expires_in must be a number, got {_one_line(repr(expires_in), 40)}")
@@ -260,6 +267,8 @@ class TokenClient:
         on_request: Callable[[str, str], None] | None = None,
         client_auth: ClientAuth | None = None,
         extra_params: Sequence[tuple[str, str]] = (),
+        deadline: float = 30.0,
+        reresolve_secret: Callable[[], None] | None = None,
     ) -> None:
         parts = urlsplit(token_url)
         if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
@@ -288,6 +297,8 @@ class TokenClient:
                 self._extra[key] = value
             else:
                 self._extra[key] = [*([previous] if isinstance(previous, str) else previous), value]
+        self._deadline = deadline
+        self._reresolve = reresolve_secret
 
     def __repr__(self) -> str:
         return f"TokenClient({safe_url(self._url)!r}, client_id={self._client_id!r})"
@@ -321,16 +332,29 @@ class TokenClient:
         return self._post(form, "refresh_token")
 
     def _post(self, form: dict[str, str], grant_type: str) -> Grant:
+        # The secret this request uses (None: an RFC 7523 assertion is signed instead).
+        secret = self._secret() if self._client_auth is None else None
         try:
-            return self._post_once(form, grant_type)
-        except CredentialsRejected:
-            # The key or secret may have been rotated under us: re-read it once, and
-            # ask again (with a new assertion) only if it changed.
-            if self._client_auth is None or not self._client_auth.reload():
+            return self._post_with(secret, form, grant_type)
+        except CredentialsRejected as exc:
+            # The secret or key may have been rotated (and its stored copy updated):
+            # re-read the source once, and ask again at once only if it changed.
+            if exc.error not in REJECTED_CLIENT_ERRORS or not self._source_changed(secret):
                 raise
-        return self._post_once(form, grant_type)
+        return self._post_with(None if secret is None else self._secret(), form, grant_type)
 
-    def _post_once(self, form: dict[str, str], grant_type: str) -> Grant:
+    def _source_changed(self, used: Secret | None) -> bool:
+        """Re-read the client secret or key source once: did it change since `used`?"""
+        if self._client_auth is not None:
+            return self._client_auth.reload()
+        if self._reresolve is None or used is None:
+            return False
+        self._reresolve()
+        return self._secret().reveal() != used.reveal()
+
+    def _post_with(
+        self, client_secret: Secret | None, form: dict[str, str], grant_type: str
+    ) -> Grant:
         import requests
 
         data: dict[str, Any] = {**self._extra, **form}  # config refused any overlap
@@ -341,40 +365,49 @@ class TokenClient:
             # RFC 6749 2.3.1: both parts form-urlencoded before Basic encoding.
             from urllib.parse import quote_plus
 
-            auth = (quote_plus(self._client_id), quote_plus(self._secret().reveal()))
+            assert client_secret is not None
+            auth = (quote_plus(self._client_id), quote_plus(client_secret.reveal()))
         else:
-            data = {**data, "client_id": self._client_id, "client_secret": self._secret().reveal()}
+            assert client_secret is not None
+            data = {**data, "client_id": self._client_id, "client_secret": client_secret.reveal()}
         sent_at = self._clock.now()
         where = f"token endpoint {safe_url(self._url)}"
-        try:
-            response = self._session.post(
-                self._url,
-                data=data,
-                auth=auth,
-                headers={"Accept": "application/json"},
-                timeout=self._timeout,
-                verify=self._verify,
-                proxies=self._proxies,
-                stream=True,
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            self._on_request(grant_type, "timeout")
-            raise TokenEndpointUnavailable(f"{where} timed out", url=safe_url(self._url)) from None
-        except requests.exceptions.SSLError as exc:
-            self._on_request(grant_type, "tls_error")
-            raise TokenEndpointUnavailable(
-                f"{where}: TLS verification failed ({type(exc).__name__})", url=safe_url(self._url)
-            ) from None
-        except requests.RequestException as exc:
-            self._on_request(grant_type, "connection_error")
-            raise TokenEndpointUnavailable(
-                f"{where} is unreachable ({type(exc).__name__})", url=safe_url(self._url)
-            ) from None
-        try:
-            body = self._read_capped(response, where)
-        finally:
-            response.close()
+        with Deadline(self._deadline) as deadline:
+            try:
+                response = self._session.post(
+                    self._url,
+                    data=data,
+                    auth=auth,
+                    headers={"Accept": "application/json"},
+                    timeout=self._timeout,
+                    verify=self._verify,
+                    proxies=self._proxies,
+                    stream=True,
+                    allow_redirects=False,
+                )
+            except requests.Timeout:
+                self._on_request(grant_type, "timeout")
+                raise TokenEndpointUnavailable(
+                    f"{where} timed out", url=safe_url(self._url)
+                ) from None
+            except OSError as exc:
+                if deadline.expired():
+                    self._on_request(grant_type, "timeout")
+                    raise self._past_deadline(where, None) from None
+                if isinstance(exc, requests.RequestException):
+                    raise self._unreachable(exc, where, grant_type) from None
+                # requests raises a bare OSError for a CA bundle it cannot load
+                self._on_request(grant_type, "config_error")
+                raise ConfigError(
+                    f"{where}: cannot use the CA bundle ({type(exc).__name__})"
+                ) from None
+            try:
+                body = self._read_capped(response, where, deadline)
+            finally:
+                response.close()
+            if deadline.fired:  # the socket was cut: what was read may be a truncated answer
+                self._on_request(grant_type, "timeout")
+                raise self._past_deadline(where, response.status_code)
         try:
             grant = parse_response(
                 status=response.status_code,
@@ -390,13 +423,37 @@ class TokenClient:
         self._on_request(grant_type, "ok")
         return grant
 
-    def _read_capped(self, response: requests.Response, where: str) -> bytes:
+    def _unreachable(
+        self, exc: BaseException, where: str, grant_type: str
+    ) -> TokenEndpointUnavailable:
+        import requests
+
+        if isinstance(exc, requests.exceptions.SSLError):
+            self._on_request(grant_type, "tls_error")
+            return TokenEndpointUnavailable(
+                f"{where}: TLS verification failed ({type(exc).__name__})", url=safe_url(self._url)
+            )
+        self._on_request(grant_type, "connection_error")
+        return TokenEndpointUnavailable(
+            f"{where} is unreachable ({type(exc).__name__})", url=safe_url(self._url)
+        )
+
+    def _past_deadline(self, where: str, status: int | None) -> TokenEndpointUnavailable:
+        return TokenEndpointUnavailable(
+            f"{where}: no complete answer within the {self._deadline:g} s deadline",
+            url=safe_url(self._url),
+            status=status,
+        )
+
+    def _read_capped(self, response: requests.Response, where: str, deadline: Deadline) -> bytes:
         import requests
 
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_content(chunk_size=65536):
+            for chunk in response.iter_content(chunk_size=4096):
+                if deadline.expired():
+                    raise requests.exceptions.ConnectionError("deadline")
                 size += len(chunk)
                 if size > self._max_body:
                     raise InvalidTokenResponse(
@@ -406,6 +463,8 @@ class TokenClient:
                     )
                 chunks.append(chunk)
         except requests.RequestException as exc:
+            if deadline.expired():
+                raise self._past_deadline(where, response.status_code) from None
             raise TokenEndpointUnavailable(
                 f"{where}: the response was cut off ({type(exc).__name__})",
                 url=safe_url(self._url),
@@ -422,26 +481,37 @@ def verify_token(
     timeout: tuple[float, float] = (5.0, 10.0),
     verify: str | bool = True,
     proxies: dict[str, str] | None = None,
+    deadline: float = 30.0,
 ) -> None:
-    """GET `url` with the new token; anything but 2xx is a VerificationFailed."""
+    """GET `url` with the new token; anything but 2xx is a VerificationFailed.
+    The exchange ends within `deadline` seconds however slowly the server answers."""
     import requests
 
     from rotator.errors import VerificationFailed, VerificationUnavailable
 
     where = f"verify_url {safe_url(url)}"
-    try:
-        response = session.get(
-            url,
-            headers={"Authorization": f"Bearer {token.access_token}"},
-            timeout=timeout,
-            verify=verify,
-            proxies=proxies or {},
-            allow_redirects=False,
-            stream=True,
-        )
-    except requests.RequestException as exc:
-        raise VerificationUnavailable(f"{where} is unreachable ({type(exc).__name__})") from None
-    response.close()
+    with Deadline(deadline) as limit:
+        try:
+            response = session.get(
+                url,
+                headers={"Authorization": f"Bearer {token.access_token}"},
+                timeout=timeout,
+                verify=verify,
+                proxies=proxies or {},
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            if limit.expired():
+                raise VerificationUnavailable(
+                    f"{where}: no answer within the {deadline:g} s deadline"
+                ) from None
+            raise VerificationUnavailable(
+                f"{where} is unreachable ({type(exc).__name__})"
+            ) from None
+        response.close()
+    if limit.fired:  # the socket was cut: the status may come from a truncated answer
+        raise VerificationUnavailable(f"{where}: no answer within the {deadline:g} s deadline")
     if response.status_code >= 500 or response.status_code == 429:
         raise VerificationUnavailable(f"{where} answered HTTP {response.status_code}")
     if not 200 <= response.status_code < 300:

@@ -29,7 +29,7 @@ def is_transient(exc: BaseException | None) -> bool:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Exponential back-off with jitter, capped, honouring Retry-After."""
+    """Exponential back-off with jitter, capped; a longer Retry-After lengthens a wait."""
 
     initial: float = 1.0
     cap: float = 30.0
@@ -48,9 +48,6 @@ class Backoff:
 
     def wait(self, attempt: int, exc: BaseException | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, int | float) and retry_after >= 0:
-            return min(float(retry_after), self.cap)
         import tenacity  # first needed after a failure: keep it off the happy path
 
         strategy = tenacity.wait_exponential_jitter(
@@ -58,7 +55,13 @@ class Backoff:
         )
         state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = max(1, attempt)
-        return min(float(strategy(state)), self.cap)
+        wait = float(strategy(state))
+        # Retry-After can only lengthen the wait: a "Retry-After: 0" (or a date in
+        # the past) must not remove the back-off and turn retries into a spin.
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after > wait:
+            wait = float(retry_after)
+        return min(wait, self.cap)
 
 
 def call_with_retries(

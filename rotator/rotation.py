@@ -119,10 +119,17 @@ def missed_run_advice(schedule: Schedule, lifetime: timedelta, interval: timedel
         how = f"e.g. a schedule every {minutes} minute{plural} with --interval {minutes * 60}"
     else:
         how = "shorter than any cron schedule of whole minutes: run the daemon (rotator run)"
+    # Worse than a missed run: with interval + margin >= lifetime the token lapses
+    # between two runs that both happen.
+    lapse = (
+        "; it even lets the token lapse between runs"
+        if interval.total_seconds() + margin >= life
+        else ""
+    )
     return (
         f"a cron schedule every {interval.total_seconds():g}s cannot survive a missed run of "
-        f"a {life:g}s token (it needs 2 x interval + {margin:g}s safety margin <= lifetime): "
-        f"use --interval {longest:g} or less, {how}"
+        f"a {life:g}s token (it needs 2 x interval + {margin:g}s safety margin <= lifetime)"
+        f"{lapse}: use --interval {longest:g} or less, {how}"
     )
 
 

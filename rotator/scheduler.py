@@ -18,7 +18,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +30,9 @@ from rotator.rotation import CredentialRotator, Observer, describe_error
 from rotator.token import Token
 
 log = logging.getLogger("rotator")
+
+# How far past its deadline a job may run before liveness calls it stuck.
+STUCK_MARGIN = timedelta(seconds=60)
 
 # The shortest gap between two runs of one credential: a schedule that keeps
 # saying "now" (a token that is due as soon as it is issued) cannot spin.
@@ -60,18 +63,24 @@ class Daemon:
         rotators: Sequence[CredentialRotator],
         *,
         clock: Clock,
-        backoff: Backoff,
+        backoff: Backoff | Mapping[str, Backoff],
         observer: Observer,
         stop_event: threading.Event | None = None,
         max_workers: int = 16,
         advise: Callable[[str, Token], str | None] | None = None,
         scheduler_now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        job_deadlines: Mapping[str, timedelta] | None = None,
     ) -> None:
         self.rotators = list(rotators)
         self.states = {r.name: JobState() for r in self.rotators}
         self.stop_event = stop_event or threading.Event()
         self._clock = clock
-        self._backoff = backoff
+        # Each credential's own back-off policy (one policy for all is accepted too).
+        self._backoffs: dict[str, Backoff] = {
+            r.name: backoff if isinstance(backoff, Backoff) else backoff[r.name]
+            for r in self.rotators
+        }
+        self._job_deadlines = dict(job_deadlines or {})
         self._observer = observer
         self._seq = itertools.count()
         self._max_workers = max(1, min(max_workers, len(self.rotators)))
@@ -86,6 +95,17 @@ class Daemon:
     def is_alive(self) -> bool:
         sched = self._scheduler
         return bool(sched is not None and getattr(sched, "running", False))
+
+    def stuck(self, now: datetime | None = None) -> list[str]:
+        """Credentials whose running job has overrun its deadline plus STUCK_MARGIN."""
+        now = now or self._clock.now()
+        names = []
+        for name, state in self.states.items():
+            since = state.running_since
+            deadline = self._job_deadlines.get(name)
+            if since is not None and deadline is not None and now - since > deadline + STUCK_MARGIN:
+                names.append(name)
+        return sorted(names)
 
     def start(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -188,7 +208,7 @@ class Daemon:
                 self._observer.rotation(rotator.name, "error")
             else:
                 self._observer.rotation(rotator.name, "internal_error")
-            backoff = self._backoff.capped(rotator.lifetime())
+            backoff = self._backoffs[rotator.name].capped(rotator.lifetime())
             wait = backoff.wait(state.consecutive_failures, exc)
             next_at = self._clock.now() + timedelta(seconds=wait)
             log.error(
@@ -201,5 +221,5 @@ class Daemon:
         finally:
             state.running_since = None
             if next_at is None:
-                next_at = self._clock.now() + timedelta(seconds=self._backoff.cap)
+                next_at = self._clock.now() + timedelta(seconds=self._backoffs[rotator.name].cap)
             self._schedule(rotator, next_at)

@@ -346,7 +346,8 @@ def test_never_ready_when_the_token_endpoint_rejects_the_client(
     assert health.status_code == 200  # alive: the scheduler keeps trying
     state = health.json()["credentials"][CREDENTIAL]
     assert state["consecutive_failures"] >= 2
-    assert "Invalid client or Invalid client credentials" in state["last_error"]
+    assert state["state"] == "failing" and "last_error" not in state  # details: the log
+    assert "Invalid client or Invalid client credentials" in daemon.log()
     assert max(ready_time, health_time) < PROBE_BOUND
 
     m = daemon.metrics()

@@ -302,7 +302,6 @@ def test_bad_top_level_values() -> None:
         "http://127.0.0.1:8080/token",
         "http://localhost/token",
         "http://[::1]:9000/token",
-        "http://keycloak.localhost/token",
     ],
 )
 def test_plain_http_is_allowed_to_loopback(url: str) -> None:

@@ -53,7 +53,7 @@ def test_jitter_stays_within_its_band_and_under_the_cap() -> None:
 def test_retry_after_is_honoured_and_capped() -> None:
     backoff = Backoff(initial=1.0, cap=30.0, jitter=0.0)
     assert backoff.wait(1, unavailable(retry_after=12.0)) == 12.0
-    assert backoff.wait(5, unavailable(retry_after=0.0)) == 0.0
+    assert backoff.wait(5, unavailable(retry_after=0.0)) == 16.0  # never below the back-off
     assert backoff.wait(1, unavailable(retry_after=600.0)) == 30.0
     assert backoff.wait(3, unavailable(retry_after=None)) == 4.0
 
