@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,28 +165,22 @@ def load(
 
 # Process-level settings: the environment gives them in both modes; a TOML file
 # that sets one wins. (Log level/format and the once interval are read by the CLI.)
-PROCESS_ENV = {
-    "metrics_port": "ROTATOR_METRICS_PORT",
-    "metrics_address": "ROTATOR_METRICS_ADDRESS",
-    "max_workers": "ROTATOR_MAX_WORKERS",
-}
-
-
 def with_process_env(
     settings: Settings, env: Mapping[str, str], *, file_sets: frozenset[str] = frozenset()
 ) -> Settings:
     """`settings` with the process-level values the environment gives and the file does not."""
     from dataclasses import replace
 
-    changes: dict[str, Any] = {}
-    if "metrics_port" not in file_sets and env.get("ROTATOR_METRICS_PORT"):
-        changes["metrics_port"] = _port(env["ROTATOR_METRICS_PORT"], "ROTATOR_METRICS_PORT")
-    if "metrics_address" not in file_sets and env.get("ROTATOR_METRICS_ADDRESS"):
-        changes["metrics_address"] = _address(
-            env["ROTATOR_METRICS_ADDRESS"], "ROTATOR_METRICS_ADDRESS"
-        )
-    if "max_workers" not in file_sets and env.get("ROTATOR_MAX_WORKERS"):
-        changes["max_workers"] = _workers(env["ROTATOR_MAX_WORKERS"], "ROTATOR_MAX_WORKERS")
+    parsers: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
+        "metrics_port": ("ROTATOR_METRICS_PORT", _port),
+        "metrics_address": ("ROTATOR_METRICS_ADDRESS", _address),
+        "max_workers": ("ROTATOR_MAX_WORKERS", _workers),
+    }
+    changes = {
+        key: parse(env[name], name)
+        for key, (name, parse) in parsers.items()
+        if key not in file_sets and env.get(name)
+    }
     return replace(settings, **changes) if changes else settings
 
 
