@@ -596,7 +596,8 @@ _AMBIGUOUS_URL_CHARS = frozenset('\\ \t\r\n"<>^`{|}')
 
 
 def connect_host(url: str) -> str | None:
-    """The host the HTTP library (urllib3) will connect to, lower-cased."""
+    """The host the HTTP library (urllib3) will connect to, lower-cased. Checked when
+    the HTTP client is built (urllib3 is loaded then anyway), not at config load."""
     from urllib3.util import parse_url
 
     host = parse_url(url).host
@@ -613,11 +614,8 @@ def _url(value: Any, where: str) -> str:
         parts = urlsplit(url)
         has_userinfo = "@" in parts.netloc
         hostname = parts.hostname
-        host_used = connect_host(url)
     except ValueError:
         raise invalid from None
-    if hostname is not None and host_used != hostname.lower():
-        raise invalid  # the parsers disagree on the host: refuse, never guess
     # Before any message that echoes the URL: user info may hold a password.
     if has_userinfo:
         raise ConfigError(f"{where} must not embed credentials in the URL")
