@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rotator.clock import Clock, SystemClock
 from rotator.config import Credential, Settings, Target, check_ca_bundle
 from rotator.errors import ConfigError
-from rotator.oauth import TokenClient, verify_token
+from rotator.oauth import TokenClient, check_http_url, verify_token
 from rotator.retry import Backoff
 from rotator.rotation import CredentialRotator, NullObserver, Observer, Schedule
 from rotator.secretsource import SecretProvider
@@ -266,6 +266,7 @@ class App:
         url = credential.verify_url
         if url is None:
             return None
+        check_http_url(url, "verify_url")
         refresh = credential.refresh
         session = self.http()
         tls = tls_verify(credential.ca_bundle, self.env)

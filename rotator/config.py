@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,28 +202,22 @@ def load(
 
 # Process-level settings: the environment gives them in both modes; a TOML file
 # that sets one wins. (Log level/format and the once interval are read by the CLI.)
-PROCESS_ENV = {
-    "metrics_port": "ROTATOR_METRICS_PORT",
-    "metrics_address": "ROTATOR_METRICS_ADDRESS",
-    "max_workers": "ROTATOR_MAX_WORKERS",
-}
-
-
 def with_process_env(
     settings: Settings, env: Mapping[str, str], *, file_sets: frozenset[str] = frozenset()
 ) -> Settings:
     """`settings` with the process-level values the environment gives and the file does not."""
     from dataclasses import replace
 
-    changes: dict[str, Any] = {}
-    if "metrics_port" not in file_sets and env.get("ROTATOR_METRICS_PORT"):
-        changes["metrics_port"] = _port(env["ROTATOR_METRICS_PORT"], "ROTATOR_METRICS_PORT")
-    if "metrics_address" not in file_sets and env.get("ROTATOR_METRICS_ADDRESS"):
-        changes["metrics_address"] = _address(
-            env["ROTATOR_METRICS_ADDRESS"], "ROTATOR_METRICS_ADDRESS"
-        )
-    if "max_workers" not in file_sets and env.get("ROTATOR_MAX_WORKERS"):
-        changes["max_workers"] = _workers(env["ROTATOR_MAX_WORKERS"], "ROTATOR_MAX_WORKERS")
+    parsers: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
+        "metrics_port": ("ROTATOR_METRICS_PORT", _port),
+        "metrics_address": ("ROTATOR_METRICS_ADDRESS", _address),
+        "max_workers": ("ROTATOR_MAX_WORKERS", _workers),
+    }
+    changes = {
+        key: parse(env[name], name)
+        for key, (name, parse) in parsers.items()
+        if key not in file_sets and env.get(name)
+    }
     return replace(settings, **changes) if changes else settings
 
 
@@ -773,7 +767,8 @@ _AMBIGUOUS_URL_CHARS = frozenset('\\ \t\r\n"<>^`{|}')
 
 
 def connect_host(url: str) -> str | None:
-    """The host the HTTP library (urllib3) will connect to, lower-cased."""
+    """The host the HTTP library (urllib3) will connect to, lower-cased. Checked when
+    the HTTP client is built (urllib3 is loaded then anyway), not at config load."""
     from urllib3.util import parse_url
 
     host = parse_url(url).host
@@ -790,11 +785,8 @@ def _url(value: Any, where: str) -> str:
         parts = urlsplit(url)
         has_userinfo = "@" in parts.netloc
         hostname = parts.hostname
-        host_used = connect_host(url)
     except ValueError:
         raise invalid from None
-    if hostname is not None and host_used != hostname.lower():
-        raise invalid  # the parsers disagree on the host: refuse, never guess
     # Before any message that echoes the URL: user info may hold a password.
     if has_userinfo:
         raise ConfigError(f"{where} must not embed credentials in the URL")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
 from rotator.clock import Clock
-from rotator.config import is_loopback
+from rotator.config import connect_host, is_loopback
 from rotator.deadline import Deadline
 from rotator.errors import (
     ConfigError,
@@ -59,6 +59,23 @@ class Grant:
             self.refresh_token is not None
             and self.refresh_expires_at is not None
             and now < self.refresh_expires_at
+        )
+
+
+def check_http_url(url: str, where: str) -> None:
+    """https, or plain http to loopback only, judged on the host the HTTP library will
+    actually connect to; a URL whose host two parsers read differently is refused."""
+    try:
+        parts = urlsplit(url)
+        hostname = (parts.hostname or "").lower()
+        host = connect_host(url)
+    except ValueError:
+        raise ConfigError(f"{where} is not a valid URL") from None
+    if host != hostname:
+        raise ConfigError(f"{where}: the URL's host is ambiguous, refused: {safe_url(url)!r}")
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(host)):
+        raise ConfigError(
+            f"{where}: plain http:// is refused except to loopback: {safe_url(url)!r}"
         )
 
 
@@ -270,11 +287,7 @@ class TokenClient:
         deadline: float = 30.0,
         reresolve_secret: Callable[[], None] | None = None,
     ) -> None:
-        parts = urlsplit(token_url)
-        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
-            raise ConfigError(
-                f"token_url: plain http:// is refused except to loopback: {safe_url(token_url)!r}"
-            )
+        check_http_url(token_url, "token_url")
         self._session = session
         self._url = token_url
         self._client_id = client_id

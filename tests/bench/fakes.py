@@ -115,5 +115,10 @@ class FakeAwsClients(AwsClients):
         super().__init__()
         self.fakes: dict[str, Any] = {"secretsmanager": FakeSecretsManager(), "ssm": FakeSsm()}
 
-    def client(self, service: str, region: str | None = None) -> Any:
+    def client(
+        self,
+        service: str,
+        region: str | None = None,
+        timeouts: tuple[float, float] | None = None,
+    ) -> Any:
         return self.fakes[service]

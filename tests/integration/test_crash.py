@@ -87,8 +87,8 @@ if point.startswith("aws:"):  # aws:<botocore event>, e.g. after-call.ssm.PutPar
     event = point[4:]
     build = app.AwsClients._build
 
-    def hooked(self, service, region):
-        client = build(self, service, region)
+    def hooked(self, service, region, *rest):
+        client = build(self, service, region, *rest)
         client.meta.events.register(event, die)
         return client
 

@@ -8,11 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from rotator import cli
 from rotator.app import tls_verify
 from rotator.config import ConfigError, from_mapping, is_loopback, load
 from rotator.errors import EXIT_USAGE
+from rotator.oauth import TokenClient, check_http_url
+from rotator.secret import Secret
+from tests.fakes import FakeClock
 from tests.unit.test_config import base
 
 
@@ -208,3 +212,24 @@ def test_default_workers_is_one_per_credential_plus_one_at_most_32() -> None:
     assert from_mapping(base()).workers == 2
     assert from_mapping(many).workers == 32
     assert from_mapping({**many, "max_workers": 48}).workers == 48
+
+
+@pytest.mark.parametrize(
+    "url", ["http://evil.example\\.localhost/t", "http://a.localhost/t", "http://10.1.1.1/t"]
+)
+def test_token_client_checks_the_host_urllib3_connects_to(url: str) -> None:
+    with pytest.raises(ConfigError):
+        TokenClient(
+            requests.Session(),
+            token_url=url,
+            client_id="oms",
+            client_secret=lambda: Secret("s"),
+            clock=FakeClock(),
+        )
+    with pytest.raises(ConfigError):
+        check_http_url(url, "verify_url")
+
+
+def test_token_client_accepts_loopback_http() -> None:
+    for url in ("http://127.0.0.1:8080/t", "http://localhost/t", "http://[::1]/t"):
+        check_http_url(url, "token_url")
