@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.aws", "tests.fixtures.oidc"]
+pytest_plugins = ["tests.fixtures.aws", "tests.fixtures.oidc", "tests.fixtures.keycloak"]

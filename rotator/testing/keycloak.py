@@ -55,7 +55,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
@@ -474,6 +474,8 @@ class KeycloakStub:
         legacy_errors: bool = False,
         clock: Callable[[], float] = time.time,
         extra_claims: Mapping[str, object] | None = None,
+        disabled_clients: Iterable[str] = (),
+        refresh_clients: Iterable[str] = (),
     ) -> None:
         """Configure the stub; nothing listens before ``start()``.
 
@@ -483,6 +485,9 @@ class KeycloakStub:
         bad client credentials (``invalid_client``, "Invalid client secret") instead of 401
         ``unauthorized_client`` "Invalid client or Invalid client credentials".
         ``extra_claims`` are added to every access token (to make big tokens, say).
+        ``disabled_clients`` are known but disabled (Keycloak answers 401 ``invalid_client``).
+        ``refresh_clients`` get refresh tokens for client_credentials even when
+        ``use_refresh_tokens`` is off: Keycloak's switch is per client.
         """
         self._lock = threading.RLock()
         self._clients = dict(DEFAULT_CLIENTS if clients is None else clients)
@@ -492,6 +497,8 @@ class KeycloakStub:
         self._access_lifespan = _check_lifespan("access_token_lifespan", access_token_lifespan)
         self._refresh_lifespan = _check_lifespan("refresh_token_lifespan", refresh_token_lifespan)
         self._use_refresh_tokens = use_refresh_tokens
+        self._refresh_clients = set(refresh_clients)
+        self._disabled = set(disabled_clients)
         self.auth_prefix = auth_prefix
         self.legacy_errors = legacy_errors
         self._clock = clock
@@ -672,6 +679,14 @@ class KeycloakStub:
         with self._lock:
             self._use_refresh_tokens = enabled
 
+    def set_client_enabled(self, client_id: str, enabled: bool) -> None:
+        """Disable or enable a known client (a disabled one gets 401 ``invalid_client``)."""
+        with self._lock:
+            if enabled:
+                self._disabled.discard(client_id)
+            else:
+                self._disabled.add(client_id)
+
     def set_client_secret(self, client_id: str, secret: str) -> None:
         """Add a client or change its secret (a rotated credential, say)."""
         with self._lock:
@@ -789,9 +804,13 @@ class KeycloakStub:
         grant_type = exchange.grant_type
         if grant_type is None:
             raise _OAuthError(400, "invalid_request", "Missing form parameter: grant_type")
-        if grant_type not in ("client_credentials", "refresh_token"):
+        if grant_type not in ("client_credentials", "refresh_token", "password"):
             raise _OAuthError(400, "unsupported_grant_type", "Unsupported grant_type")
         client_id = self._authenticate(exchange, authorization)
+        if grant_type == "password":  # the realm's clients have direct access grants off
+            raise _OAuthError(
+                400, "unauthorized_client", "Client not allowed for direct access grants"
+            )
         if any(len(values) > 1 for values in exchange.form.values()):
             raise _OAuthError(400, "invalid_request", "duplicated parameter")
         if grant_type == "client_credentials":
@@ -799,12 +818,15 @@ class KeycloakStub:
             return self._issue(client_id, scope, now, session_state=None)
         return self._refresh_grant(exchange, client_id, now)
 
-    def _client_error(self, legacy_description: str) -> _OAuthError:
+    def _client_error(
+        self, legacy_description: str, error: str = "unauthorized_client"
+    ) -> _OAuthError:
+        """Keycloak 26: 401 ``unauthorized_client`` for a known client with a wrong or missing
+        secret, 401 ``invalid_client`` when there is no usable client (unknown, disabled or
+        not named at all); same description for all."""
         if self.legacy_errors:
             return _OAuthError(401, "invalid_client", legacy_description)
-        return _OAuthError(
-            401, "unauthorized_client", "Invalid client or Invalid client credentials"
-        )
+        return _OAuthError(401, error, "Invalid client or Invalid client credentials")
 
     def _authenticate(self, exchange: _Exchange, authorization: str | None) -> str:
         form_client_id = exchange.client_id
@@ -828,12 +850,16 @@ class KeycloakStub:
         else:
             exchange.auth_method = "client_secret_post"
             if form_client_id is None:
-                raise _OAuthError(400, "invalid_client", "Missing form parameter: client_id")
+                if self.legacy_errors:
+                    raise _OAuthError(400, "invalid_client", "Missing form parameter: client_id")
+                raise self._client_error("", "invalid_client")
             client_id = form_client_id
             secret = self._param(exchange.form, "client_secret")
         expected = self._clients.get(client_id)
         if expected is None:
-            raise self._client_error("Invalid client credentials")
+            raise self._client_error("Invalid client credentials", "invalid_client")
+        if client_id in self._disabled:
+            raise self._client_error("Invalid client credentials", "invalid_client")
         if secret is None:
             raise self._client_error("Client secret not provided in request")
         if not hmac.compare_digest(secret.encode(), expected.encode()):
@@ -854,7 +880,7 @@ class KeycloakStub:
     def _refresh_grant(self, exchange: _Exchange, client_id: str, now: float) -> dict[str, object]:
         token = self._param(exchange.form, "refresh_token")
         if token is None:
-            raise _OAuthError(400, "invalid_request", "Missing parameter: refresh_token")
+            raise _OAuthError(400, "invalid_request", "No refresh token")
         claims = _verify_jwt(token, self._key)
         jti = claims.get("jti") if claims is not None else None
         record = self._refresh.get(jti) if isinstance(jti, str) else None
@@ -865,7 +891,11 @@ class KeycloakStub:
         if record.revoked is not None:
             raise _OAuthError(400, "invalid_grant", record.revoked)
         if record.client_id != client_id:
-            raise _OAuthError(400, "invalid_grant", "Unmatching clients")
+            raise _OAuthError(
+                400,
+                "invalid_grant",
+                "Invalid refresh token. Token client and authorized client don't match",
+            )
         return self._issue(client_id, record.scope, now, session_state=record.session_state)
 
     def _service_account_id(self, client_id: str) -> str:
@@ -875,7 +905,11 @@ class KeycloakStub:
         self, client_id: str, scope: str, now: float, *, session_state: str | None
     ) -> dict[str, object]:
         """Issue an access token, plus a refresh token when refreshing or when enabled."""
-        with_refresh = session_state is not None or self._use_refresh_tokens
+        with_refresh = (
+            session_state is not None
+            or self._use_refresh_tokens
+            or client_id in self._refresh_clients
+        )
         if with_refresh and session_state is None:
             session_state = str(uuid.uuid4())
         iat = math.floor(now)
@@ -893,11 +927,16 @@ class KeycloakStub:
             "azp": client_id,
         }
         if session_state is not None:
-            claims["session_state"] = session_state
-            claims["sid"] = session_state
+            claims["sid"] = session_state  # Keycloak 26: no session_state claim any more
         claims.update(
             {
                 "acr": "1",
+                "realm_access": {
+                    "roles": ["offline_access", "uma_authorization", f"default-roles-{self.realm}"]
+                },
+                "resource_access": {
+                    "account": {"roles": ["manage-account", "manage-account-links", "view-profile"]}
+                },
                 "scope": scope,
                 "email_verified": False,
                 "clientHost": "127.0.0.1",
