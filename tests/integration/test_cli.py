@@ -44,7 +44,7 @@ PARAMETER = "/oms/access-token"
 DOC_KEYS = {"access_token", "token_type", "expires_at", "issued_at"}
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 CLI_TIMEOUT = 40.0
-STOP_TIMEOUT = 5.0
+STOP_TIMEOUT = 30.0  # a hang, not a speed: the daemon stops in well under a second
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -121,10 +121,9 @@ class Daemon:
             pytest.fail(f"daemon exited early with {self.proc.returncode}:\n{self.stderr}")
         return True
 
-    def terminate(self) -> tuple[int, float]:
-        """SIGTERM; returns (exit code, seconds to exit). Kills it after STOP_TIMEOUT."""
+    def terminate(self) -> int:
+        """SIGTERM; returns the exit code. Fails the test (and kills it) after STOP_TIMEOUT."""
         assert self.proc is not None
-        began = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
             code = self.proc.wait(timeout=STOP_TIMEOUT)
@@ -132,7 +131,7 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(timeout=STOP_TIMEOUT)
             pytest.fail(f"daemon ignored SIGTERM for {STOP_TIMEOUT}s:\n{self.stderr}")
-        return code, time.monotonic() - began
+        return code
 
     @property
     def stdout(self) -> str:
@@ -678,8 +677,8 @@ def test_wrong_client_secret_exits_3_at_once(
     assert "FAILED" in check.stdout
     once = cli(env, "once")  # the default retry budget is about a minute
     assert once.code == 3, once
-    assert once.seconds < 10, "a rejection is not retried"
-    assert kc.count() == 2, "one request each, no retries"
+    assert kc.count() == 2, "one request each: a rejection is not retried"
+    assert "retry_in=" not in once.stderr
     assert kc.count(outcome="ok") == 0
     assert read_sm(aws) is None
     assert read_ssm(aws) is None
@@ -712,7 +711,9 @@ parameter = {toml_str(PARAMETER)}
     env["OMS_CLIENT_SECRET"] = STUB_SECRET
     result = cli(env, "--config", config, command)
     assert result.code == 1, result
-    assert result.seconds < 12, result
+    # within the 2 s budget: the back-offs it planned, not the time it took
+    waits = [float(w) for w in re.findall(r"retry_in=([0-9.]+)s", result.stderr)]
+    assert sum(waits) <= 2, result
     assert "unreachable" in result.stdout + result.stderr
     assert read_ssm(aws) is None
     assert_clean([result], [STUB_SECRET])
@@ -870,9 +871,8 @@ def test_run_daemon_keeps_every_target_fresh_then_stops_on_sigterm(
             "three rotations seen in every target",
         )
         watcher.stop()
-        code, seconds = daemon.terminate()
+        code = daemon.terminate()
     assert code == 0, daemon.stderr
-    assert seconds < STOP_TIMEOUT
     assert watcher.errors == []
     assert watcher.violations == [], "\n".join(watcher.violations)
     assert watcher.looks > 50
@@ -899,9 +899,8 @@ def test_run_adopts_a_fresh_published_token_at_startup(
             15,
             "the daemon to adopt the published token",
         )
-        code, seconds = daemon.terminate()
+        code = daemon.terminate()
     assert code == 0, daemon.stderr
-    assert seconds < STOP_TIMEOUT
     assert cc_ok(kc) == 1, "a restart must not fetch a new token while the published one is fresh"
     assert read_ssm(aws) == published
     assert_clean([once, daemon], [STUB_SECRET, *kc.issued_tokens()])
@@ -964,7 +963,7 @@ parameter = {toml_str(PARAMETER)}
         # past the second fetch (N+3.15) and its publish
         time.sleep(max(0.0, run_at + 2.25 + 0.6 - time.time()))
         watcher.stop()
-        code, _ = daemon.terminate()
+        code = daemon.terminate()
     if code != 0 or watcher.distinct("ssm") < 3:
         pytest.fail(f"set-up: expected two rotations and a clean exit:\n{daemon.stderr}")
     assert_clean([daemon], [secret, *watcher.seen["ssm"]])
@@ -1056,7 +1055,7 @@ def test_oidc_wrong_secret_exits_3(aws: AwsEnv, oidc_peer: OidcPeer) -> None:
     assert check.code == 3, check
     once = cli(env, "once")
     assert once.code == 3, once
-    assert once.seconds < 10
+    assert "retry_in=" not in once.stderr
     assert oidc_peer.stats()["by_grant"]["client_credentials"] == {"invalid_client": 2}
     assert read_sm(aws) is None and read_ssm(aws) is None
     assert_clean([check, once], [wrong, oidc_peer.client_secret])
@@ -1100,9 +1099,8 @@ parameter = {toml_str(PARAMETER)}
             "three rotations seen in every target",
         )
         watcher.stop()
-        code, seconds = daemon.terminate()
+        code = daemon.terminate()
     assert code == 0, daemon.stderr
-    assert seconds < STOP_TIMEOUT
     assert watcher.errors == []
     assert watcher.violations == [], "\n".join(watcher.violations)
     assert oidc_peer.stats()["by_grant"]["client_credentials"].keys() == {"ok"}

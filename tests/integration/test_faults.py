@@ -15,8 +15,10 @@ the daemon's back-off cap (a quarter of the lifetime at most) is about a second.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 import signal
 import threading
 import time
@@ -37,6 +39,7 @@ from rotator.scheduler import Daemon
 from rotator.testing import FaultProxy, KeycloakStub
 from tests.fixtures.aws import AwsEnv
 from tests.fixtures.faults import (
+    Line,
     RotatorProcess,
     StoreWatcher,
     assert_no_traceback,
@@ -142,17 +145,44 @@ def metric(port: int, name: str) -> float:
     raise AssertionError(f"no metric {name} in:\n{text}")
 
 
-def gaps(times: list[float]) -> list[float]:
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+# Slack for log instants printed to the millisecond and one-decimal waits; never a window
+# on how long anything took (a loaded machine only ever makes things later).
+_ROUNDING = 0.06
+_PLAN = re.compile(r" credential=(\S+) expires_at=(\S+) next_run=(\S+)")
+_RETRY_IN = re.compile(r"retry_in=([0-9.]+)s")
 
 
-def assert_on_schedule(times: list[float], lifetime: float) -> None:
-    """Each request came at 70-75 % of the previous token's lifetime, counted from its
-    issued_at: the send instant rounded down to the second, as published."""
-    for prev, nxt in zip(times, times[1:], strict=False):
-        issued = math.floor(prev - 0.05)  # the stub logs arrival, a moment after sending
-        assert issued + 0.7 * lifetime - 0.05 <= nxt, (prev, nxt)
-        assert nxt <= math.floor(prev) + 0.75 * lifetime + 0.6, (prev, nxt)
+def planned_waits(lines: list[Line]) -> list[float]:
+    """The back-offs the daemon planned, as it logged them (``retry_in=``)."""
+    return [float(m.group(1)) for line in lines if (m := _RETRY_IN.search(line.text))]
+
+
+def assert_never_early(times: list[float], waits: list[float]) -> None:
+    """Each attempt came no sooner than the back-off planned after the one before it."""
+    for (prev, nxt), wait in zip(itertools.pairwise(times), waits, strict=False):
+        assert nxt - prev >= wait - _ROUNDING, (prev, nxt, wait)
+
+
+def assert_on_schedule(
+    daemon: RotatorProcess, name: str, lifetime: float, request_times: list[float]
+) -> int:
+    """Every run the daemon planned for credential ``name`` lies at 70-75 % of the token's
+    lifetime from its issued_at (the send instant rounded down, as published), or at once
+    if the step itself ended later than that; and no token request of ``request_times``
+    came before the run planned for it. Returns how many runs were planned."""
+    plans: list[tuple[float, float]] = []
+    for line in daemon.lines(rf" credential={re.escape(name)} expires_at=\S+ next_run="):
+        match = _PLAN.search(line.text)
+        assert match is not None, line.text
+        issued = parse_time(match.group(2)) - lifetime
+        planned, logged = parse_time(match.group(3)), log_time(line.text)
+        assert issued + 0.7 * lifetime - 0.001 <= planned, line.text
+        assert planned <= max(issued + 0.75 * lifetime, logged) + 0.001, line.text
+        plans.append((logged, planned))
+    for logged, planned in plans:
+        early = [t for t in request_times if logged < t < planned - _ROUNDING]
+        assert not early, f"token requests at {early} before the run planned at {planned}"
+    return len(plans)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -197,18 +227,20 @@ def test_endpoint_down_longer_than_a_lifetime(
         for store in ("secretsmanager", "ssm", "file"):
             watcher.wait_for_token(store, timeout=10)
         good = token_of(watcher.current("file"))
+        assert good is not None
         assert health(port, "/readyz")[0] == 200
 
         # -- the outage: 5xx first
         down_at = time.time()
         proxy.fail(503, times=None)
-        wait_until(lambda: sum(r.fault == "fail" for r in proxy.requests()) >= 3, 8, "three 503s")
+        wait_until(lambda: sum(r.fault == "fail" for r in proxy.requests()) >= 3, 60, "three 503s")
         # the last good token has expired by now or soon; then connection refused
         refused_at = time.time()
         proxy_port = proxy.port
         proxy.stop()
-        daemon.wait_for(r"is unreachable", count=2, timeout=6)
-        wait_until(lambda: time.time() > down_at + lifetime + 1.5, 10, "an outage > lifetime")
+        daemon.wait_for(r"is unreachable", count=2, timeout=60)
+        # an outage longer than a lifetime: the last good token has expired by the server's rule
+        wait_until(lambda: not stub_active_at(good or "", time.time()), 60, "an outage > lifetime")
         assert daemon.proc.poll() is None, daemon.log()
         status, live = health(port, "/healthz")
         assert status == 200
@@ -224,23 +256,25 @@ def test_endpoint_down_longer_than_a_lifetime(
 
         # -- recovery
         recovered_at = time.time()
-        make_proxy(kc.base_url, port=proxy_port)
+        revived = make_proxy(kc.base_url, port=proxy_port)
         fresh = {
-            store: watcher.wait_for_token(store, other_than=[good], timeout=2 * cap + 3)
+            store: watcher.wait_for_token(store, other_than=[good], timeout=60)
             for store in ("secretsmanager", "ssm", "file")
         }
-        wait_until(lambda: health(port, "/readyz")[0] == 200, 3, "ready again")
+        wait_until(lambda: health(port, "/readyz")[0] == 200, 30, "ready again")
         assert health(port, "/healthz")[1]["credentials"]["oms"]["consecutive_failures"] == 0
-        time.sleep(lifetime)  # one more regular rotation
+        issued = len(kc.issued_tokens())
+        wait_until(lambda: len(kc.issued_tokens()) > issued, 60, "one more regular rotation")
+        time.sleep(0.5)  # for the watcher to read what that rotation published
     daemon.stop()
     assert daemon.proc.returncode == 0
 
-    histories = watcher.check(
-        kc.issued_tokens(), expiry_allowed=[(down_at, recovered_at + cap + 1.5)]
-    )
-    for store, obs in fresh.items():
-        # published within one back-off cap of recovery (plus the time to publish)
-        assert obs.time - recovered_at < cap + 1.0, (store, obs.time - recovered_at)
+    # expired tokens are allowed from the outage until each store showed the fresh one
+    republished = max(obs.time for obs in fresh.values())
+    histories = watcher.check(kc.issued_tokens(), expiry_allowed=[(down_at, republished)])
+    # published by the first attempt after recovery: no failed attempt in between
+    assert [r.status for r in revived.requests()][:1] == [200], revived.requests()
+    for store in fresh:
         # nothing was published during the outage
         assert not any(down_at < t < recovered_at for t in histories[store].first_seen.values()), (
             store
@@ -249,13 +283,13 @@ def test_endpoint_down_longer_than_a_lifetime(
     # back-off: during the 5xx phase the attempts came at the cap, not faster
     failed = [r.time for r in proxy.requests() if r.fault == "fail"]
     assert len(failed) >= 3
-    assert all(cap * 0.9 <= gap <= cap + 0.7 for gap in gaps(failed)), gaps(failed)
     assert failed[-1] < refused_at
     attempts = daemon.lines(r"rotation failed credential=oms attempt=\d+")
     assert len(attempts) >= 5
-    times = [log_time(line.text) for line in attempts]
-    for gap in gaps(times):
-        assert cap * 0.9 <= gap <= cap + 0.7, gaps(times)
+    waits = planned_waits(attempts)
+    assert len(waits) == len(attempts)
+    assert all(w == cap for w in waits), waits  # at the cap (a quarter of the lifetime)
+    assert_never_early(failed, waits)
     assert any("HTTP 503" in line.text for line in attempts)
     assert any("unreachable" in line.text for line in attempts)
     assert_no_traceback(daemon.log())
@@ -300,11 +334,13 @@ def test_stalled_endpoint_times_out_without_leaks_and_never_delays_another(
     with StoreWatcher(readers) as watcher:
         daemon = spawn("run", "--config", config, env=rotator_env())
         watcher.wait_for_token("healthy", timeout=10)
-        daemon.wait_for(r"credential=stuck .*timed out", count=2, timeout=5)
+        daemon.wait_for(r"credential=stuck .*timed out", count=2, timeout=60)
         baseline = _proc_counts(daemon.pid)
         samples = [baseline]
-        start = time.time()
-        while time.time() - start < 10:
+        # many cycles, counted, however long a loaded machine takes for them
+        deadline = time.monotonic() + 60
+        while sum(r.fault == "stall" for r in proxy.requests()) < 10:
+            assert time.monotonic() < deadline, "fewer than 10 stalled attempts in 60 s"
             time.sleep(0.25)
             samples.append(_proc_counts(daemon.pid))
         final = _proc_counts(daemon.pid)
@@ -313,12 +349,13 @@ def test_stalled_endpoint_times_out_without_leaks_and_never_delays_another(
     assert daemon.proc.returncode == 0
 
     stalled = [r for r in proxy.requests() if r.fault == "stall"]
-    assert len(stalled) >= 8, len(stalled)  # many cycles
-    # each cycle is one read timeout plus one capped back-off, no faster
-    for gap in gaps([r.time for r in stalled]):
-        assert read_timeout + cap * 0.9 <= gap <= read_timeout + cap + 0.7, gap
+    assert len(stalled) >= 10, len(stalled)  # many cycles
     timeouts = daemon.lines(r"rotation failed credential=stuck .*timed out")
     assert len(timeouts) >= len(stalled) - 1
+    # each cycle is one read timeout plus one capped back-off, no faster
+    waits = planned_waits(timeouts)
+    assert all(w == cap for w in waits), waits
+    assert_never_early([r.time for r in stalled], [read_timeout + w for w in waits])
     # no leak: threads and descriptors stay where they were after warm-up
     threads, fds = zip(*samples, strict=True)
     assert final[0] <= baseline[0] + 1 and max(threads) <= baseline[0] + 2, samples
@@ -328,7 +365,7 @@ def test_stalled_endpoint_times_out_without_leaks_and_never_delays_another(
     assert histories["stuck"].tokens == []
     healthy = [r.time for r in kc.requests()]
     assert len(healthy) >= 5
-    assert_on_schedule(healthy, lifetime)
+    assert assert_on_schedule(daemon, "healthy", lifetime, healthy) >= len(healthy) - 1
     assert_no_traceback(daemon.log())
 
 
@@ -409,18 +446,19 @@ def test_daemon_survives_nonsense_and_keeps_the_previous_token(
     readers = {"ssm": aws_readers(aws)["ssm"], "file": file_reader(path)}
     with StoreWatcher(readers) as watcher:
         daemon = spawn("run", "--config", config, env=rotator_env(aws.endpoint))
-        first = watcher.wait_for_token("file", timeout=10)
-        watcher.wait_for_token("ssm", timeout=5)
+        first = watcher.wait_for_token("file", timeout=30)
+        watcher.wait_for_token("ssm", timeout=30)
         for status, body, _ in NONSENSE.values():
             kc.enqueue(status, body)
-        fresh = watcher.wait_for_token("file", other_than=[first.value], timeout=lifetime + 6)
-        fresh_ssm = watcher.wait_for_token("ssm", other_than=[first.value], timeout=3)
+        fresh = watcher.wait_for_token("file", other_than=[first.value], timeout=60)
+        fresh_ssm = watcher.wait_for_token("ssm", other_than=[first.value], timeout=30)
     daemon.stop()
     assert daemon.proc.returncode == 0
     injected = [r.time for r in kc.requests() if r.outcome == "injected"]
     assert len(injected) == len(NONSENSE)
+    # expiry allowed from the first nonsense answer until both stores showed the fresh token
     histories = watcher.check(
-        kc.issued_tokens(), expiry_allowed=[(injected[0], injected[-1] + cap + 1.0)]
+        kc.issued_tokens(), expiry_allowed=[(injected[0], max(fresh.time, fresh_ssm.time))]
     )
     for store, obs in (("file", fresh), ("ssm", fresh_ssm)):
         # nothing new appeared while the endpoint answered nonsense
@@ -464,7 +502,7 @@ def test_once_honours_retry_after_within_the_cap(
         ],
     )
     if retry_after == "http-date":
-        at = math.ceil(time.time()) + 3
+        at = math.ceil(time.time()) + 4
         kc.enqueue(429, "", headers={"Retry-After": formatdate(at, usegmt=True)})
     else:
         kc.enqueue(429, "", headers={"Retry-After": retry_after})
@@ -472,16 +510,18 @@ def test_once_honours_retry_after_within_the_cap(
     assert result.returncode == 0, result.stderr
     first, second = kc.requests()
     assert (first.outcome, second.outcome) == ("injected", "ok")
-    gap = second.time - first.time
-    if retry_after == "http-date":
-        asked = at - first.time
-        assert 2.2 <= asked < 4.1  # longer than any exponential first wait (<= 2 s)
-        assert asked - 0.2 <= gap <= asked + 0.6, (asked, gap)
-    else:
-        expected = min(float(retry_after), cap)
-        assert expected - 0.1 <= gap <= expected + 0.6, gap
     [warning] = [line for line in result.lines if "attempt 1 failed" in line]
     assert "HTTP 429" in warning and "Retry-After" in warning, warning
+    match = _RETRY_IN.search(warning)
+    assert match is not None, warning
+    planned = float(match.group(1))
+    if retry_after == "http-date":
+        # the date, less the time it took to read it: more than any exponential first
+        # wait (at most 2 s), never more than the date
+        assert 2.0 < planned <= at - first.time + _ROUNDING, (planned, at - first.time)
+    else:
+        assert planned == min(float(retry_after), cap)
+    assert second.time - first.time >= planned - _ROUNDING  # and it waited that long
     assert_no_traceback(result.stderr)
 
 
@@ -498,8 +538,8 @@ def test_daemon_honours_retry_after(tmp_path: Path, make_stub: StubFactory, spaw
     daemon.stop()
     first, second = kc.requests()
     assert (first.outcome, second.outcome) == ("injected", "ok")
-    assert 2.9 <= second.time - first.time <= 3.6
     assert daemon.lines(r"rotation failed .*HTTP 429, Retry-After 3 s .*retry_in=3.0s")
+    assert second.time - first.time >= 3.0 - _ROUNDING  # never sooner than asked
 
 
 # ---------------------------------------------------------------- 5. AWS faults on publish
@@ -643,8 +683,8 @@ def test_once_access_denied_names_action_and_resource(
     aws.deny(action)
     result = run_once(config, rotator_env(aws.endpoint))
     assert result.returncode == 1, result.stderr
-    assert result.duration < 5  # not retried
-    assert kc.count() == 1
+    assert kc.count() == 1  # not retried: one token, one refused write
+    assert "retry_in=" not in result.stderr
     errors = [line for line in result.lines if " ERROR " in line]
     assert errors and " rotation failed credential=oms error=" in errors[-1], errors
     for error in errors:  # the target's line, then the rotation's summary
@@ -677,7 +717,7 @@ def test_daemon_access_denied_retries_at_cap_and_reports_unhealthy(
             "run", "--config", config, "--metrics-port", "0", env=rotator_env(aws.endpoint)
         )
         port = daemon.metrics_port()
-        failures = daemon.wait_for(r"rotation failed credential=oms", count=5, timeout=10)
+        failures = daemon.wait_for(r"rotation failed credential=oms", count=5, timeout=60)
         assert daemon.proc.poll() is None
         status, live = health(port, "/healthz")
         assert status == 200
@@ -688,14 +728,15 @@ def test_daemon_access_denied_retries_at_cap_and_reports_unhealthy(
         assert metric(port, 'rotator_credential_healthy{credential="oms"}') == 0
         # the permission is granted: the next attempt publishes the token held in memory
         aws.allow_all()
-        published = watcher.wait_for_token("secretsmanager", timeout=cap + 3)
+        published = watcher.wait_for_token("secretsmanager", timeout=60)
     daemon.stop()
     assert watcher.snapshot("secretsmanager")[0].value is None
     watcher.check(kc.issued_tokens())
     assert kc.count() == 1  # one token, published once the write was allowed
     assert token_of(published.value) in kc.issued_tokens()
-    times = [log_time(line.text) for line in failures]
-    assert all(cap * 0.9 <= gap <= cap + 0.6 for gap in gaps(times)), gaps(times)
+    waits = planned_waits(failures)
+    assert len(waits) == len(failures) and all(w == cap for w in waits), waits
+    assert_never_early([log_time(line.text) for line in failures], waits)
     for line in failures:
         assert "secretsmanager:PutSecretValue" in line.text and SECRET_ID in line.text
     assert_no_traceback(daemon.log())
@@ -718,8 +759,7 @@ def test_once_rejected_credentials_exit_3_at_once(
     )
     result = run_once(config, rotator_env(OMS_CLIENT_SECRET=WRONG_SECRET))
     assert result.returncode == 3, result.stderr
-    assert result.duration < 3
-    [request] = kc.requests()
+    [request] = kc.requests()  # at once: one request, no retry within the 20 s budget
     assert request.outcome == ("invalid_client" if legacy else "unauthorized_client")
     assert not path.exists()
     [error] = [line for line in result.lines if " ERROR " in line]
@@ -739,18 +779,18 @@ def test_daemon_rejected_credentials_backs_off_to_its_cap(
         [credential("oms", kc.token_url, [file_target(path)], max_retry_wait_seconds=cap)],
     )
     daemon = spawn("run", "--config", config, env=rotator_env(OMS_CLIENT_SECRET=WRONG_SECRET))
-    daemon.wait_for(r"rotation failed credential=oms attempt=5 ", timeout=15)
-    time.sleep(0.3)
+    daemon.wait_for(r"rotation failed credential=oms attempt=5 ", timeout=60)
     daemon.stop()
     assert daemon.proc.returncode == 0
     attempts = [r.time for r in kc.requests()]
     assert all(r.outcome == "unauthorized_client" for r in kc.requests())
-    waits = gaps(attempts)
-    assert len(attempts) == 5, waits
-    assert 0.95 <= waits[0] <= 2.3, waits  # 1 s plus jitter
-    assert all(cap - 0.05 <= w <= cap + 0.6 for w in waits[1:]), waits  # then the cap
+    assert len(attempts) == 5, attempts
     lines = daemon.lines(r" ERROR | WARNING ")
     assert len(lines) == len(attempts)  # one line per attempt, nothing else
+    waits = planned_waits(lines)
+    assert len(waits) == 5 and 1.0 <= waits[0] <= cap, waits  # 1 s plus jitter, capped
+    assert waits[1:] == [cap] * 4, waits  # then the cap
+    assert_never_early(attempts, waits)
     for n, line in enumerate(lines, 1):
         assert f"rotation failed credential=oms attempt={n} " in line.text
         assert "rejected the client credentials (unauthorized_client" in line.text
@@ -783,12 +823,12 @@ def test_rejected_refresh_token_gives_exactly_one_client_credentials_request(
 
     with StoreWatcher({"file": file_reader(path)}) as watcher:
         daemon = spawn("run", "--config", config, env=rotator_env())
-        watcher.wait_for_token("file", timeout=10)
-        wait_until(lambda: refreshes_after(0) >= 1, 5, "a refresh grant")
+        watcher.wait_for_token("file", timeout=30)
+        wait_until(lambda: refreshes_after(0) >= 1, 60, "a refresh grant")
         for description in ("Token is not active", "Session not active"):
             revoked_at = time.time()
             kc.revoke_refresh_tokens(description)
-            wait_until(lambda: refreshes_after(revoked_at) >= 1, 6, "a refresh grant again")
+            wait_until(lambda: refreshes_after(revoked_at) >= 1, 60, "a refresh grant again")
     daemon.stop()
     assert daemon.proc.returncode == 0
     watcher.check(kc.issued_tokens())
@@ -801,10 +841,11 @@ def test_rejected_refresh_token_gives_exactly_one_client_credentials_request(
         "Session not active",
     ]
     for i in rejected:
-        assert kinds[i + 1] == ("client_credentials", "ok"), kinds
-        assert requests_[i + 1].time - requests_[i].time < 0.5  # at once
+        assert kinds[i + 1] == ("client_credentials", "ok"), kinds  # at once, see below
         assert kinds[i + 2] == ("refresh_token", "ok"), kinds  # and nothing more
-        assert_on_schedule([requests_[i + 1].time, requests_[i + 2].time], lifetime)
+    # at once: the fallback is part of the same rotation, never a failure and a back-off
+    assert not daemon.lines(r"rotation failed|retry_in="), daemon.log()
+    assert assert_on_schedule(daemon, "oms", lifetime, [r.time for r in requests_]) >= 4
     # client_credentials only at start-up and right after each rejection
     assert [i for i, k in enumerate(kinds) if k[0] == "client_credentials"] == [
         0,
@@ -815,6 +856,8 @@ def test_rejected_refresh_token_gives_exactly_one_client_credentials_request(
 
 
 # ---------------------------------------------------------------- 9. clock
+
+ROTATIONS_AFTER_JUMP = 3
 
 
 def test_expiry_is_measured_from_when_the_request_was_sent(
@@ -904,7 +947,7 @@ def test_wall_clock_jump_neither_storms_nor_misses(
     """In-process daemon on an injected clock that jumps by an hour between two
     rotations. ``whole_process``: APScheduler's own wall clock jumps with it, as a real
     step of the system clock would; otherwise only the injected clock does."""
-    lifetime, window = 2.0, 5.0
+    lifetime = 2.0
     kc = make_stub(access_token_lifespan=lifetime)  # the server keeps the true time
     path = tmp_path / "token.json"
     settings = config_from_mapping(
@@ -931,21 +974,29 @@ def test_wall_clock_jump_neither_storms_nor_misses(
         runner = threading.Thread(target=daemon.run_until_stopped, kwargs={"poll": 0.2})
         runner.start()  # run_until_stopped also runs the monotonic watchdog
         try:
-            wait_until(lambda: kc.count() >= 2, 5, "two rotations")
+            wait_until(lambda: kc.count() >= 2, 60, "two rotations")
             time.sleep(0.2)  # between two rotations
             jumped_at = time.time()
             clock.offset = jump
-            time.sleep(window)
+            # none missed: rotations go on after the jump (counted, however slow the machine)
+            wait_until(
+                lambda: sum(r.time > jumped_at for r in kc.requests()) >= ROTATIONS_AFTER_JUMP,
+                60,
+                f"{ROTATIONS_AFTER_JUMP} rotations after the jump",
+            )
         finally:
             daemon.shutdown()
             runner.join(timeout=10)
     after = [r.time for r in kc.requests() if r.time > jumped_at]
     steps = [t for t, _ in observer.steps if t > jumped_at]
-    # no storm: a step per 0.4-1.5 s (70-75 % of 2 s, planned from whole seconds)
-    assert len(steps) <= 20, f"{len(steps)} steps in {window} s"
+    assert len(after) >= ROTATIONS_AFTER_JUMP
     assert len(after) <= len(steps)
-    # none missed: a new token at least every 1.5 s, and always an active one
-    assert len(after) >= 3, f"{len(after)} token requests in {window} s"
+    # no storm: steps come with fetches, not in a loop of their own, and no two token
+    # requests closer than 70 % of a lifetime planned from whole seconds (0.4 s for 2 s)
+    assert len(steps) <= 2 * len(after) + 2, (len(steps), len(after))
+    for prev, nxt in itertools.pairwise(after):
+        assert nxt - prev >= 0.7 * lifetime - 1.0 - _ROUNDING, (prev, nxt)
+    # and always an active token
     for obs in watcher.snapshot("file"):
         if obs.value is not None:
             token = token_of(obs.value)
@@ -1017,20 +1068,18 @@ def test_sigterm_during_a_back_off_ends_the_daemon_at_once(
     tmp_path: Path, make_stub: StubFactory, spawn: Spawn
 ) -> None:
     kc = make_stub(access_token_lifespan=60)
-    kc.enqueue(429, "", headers={"Retry-After": "30"})
+    # A back-off of 10 minutes: a daemon that waited it out would outlive every wait below.
+    kc.enqueue(429, "", headers={"Retry-After": "600"})
     path = tmp_path / "token.json"
     config = write_config(
         tmp_path / "rotator.toml",
-        [credential("oms", kc.token_url, [file_target(path)], max_retry_wait_seconds=60.0)],
+        [credential("oms", kc.token_url, [file_target(path)], max_retry_wait_seconds=900.0)],
     )
     daemon = spawn("run", "--config", config, env=rotator_env())
-    daemon.wait_for(r"rotation failed credential=oms attempt=1 .*retry_in=30.0s", timeout=10)
-    time.sleep(0.5)  # well into the 30 s back-off
-    sent = time.monotonic()
+    daemon.wait_for(r"rotation failed credential=oms attempt=1 .*retry_in=600.0s", timeout=60)
     daemon.signal(signal.SIGTERM)
-    assert daemon.wait(5) == 0
-    assert time.monotonic() - sent < 2.0
-    daemon.wait_for(r"daemon stopped", timeout=1)
+    assert daemon.wait(60) == 0
+    daemon.wait_for(r"daemon stopped", timeout=10)
     assert kc.count() == 1
 
 

@@ -43,7 +43,7 @@ from rotator.stores.secretsmanager import SecretsManagerStore
 from rotator.stores.ssm import SsmStore
 from rotator.testing import KeycloakStub
 from tests.fixtures.aws import AwsEnv
-from tests.fixtures.procs import Daemon, Result, cli_env, run_cli
+from tests.fixtures.procs import Daemon, Result, cli_env, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -270,7 +270,15 @@ def test_successful_commands_show_no_secret_or_token(
                     f"rotator run [{fmt}, {auth}]",
                 )
             )
-        time.sleep(5)
+        # every daemon rotated three times (the first token, then refresh grants)
+        wait_until(
+            lambda: (
+                all(d.stderr_text().count("rotated credential=oms") >= 3 for d, _ in daemons)
+                and stub.count(grant_type="refresh_token", outcome="ok") >= 2
+            ),
+            90,
+            "three rotations by each daemon, two of them refresh grants",
+        )
         for daemon, where in daemons:
             transcript.health(daemon, where)
             transcript.daemon(daemon, where)
@@ -349,6 +357,7 @@ def test_failing_commands_show_no_secret_or_token(
 
     # A daemon facing nonsense keeps going; its health pages name the error, no secret.
     stub.enqueue(*NONSENSE_BODIES[2], times=1000)
+    injected_before = stub.count(outcome="injected")
     daemons: list[tuple[Daemon, str]] = []
     try:
         for fmt in FORMATS:
@@ -372,7 +381,15 @@ def test_failing_commands_show_no_secret_or_token(
                     f"rotator run, nonsense answers [{fmt}]",
                 )
             )
-        time.sleep(2.5)
+        # every daemon reached the nonsense endpoint and failed on its answer
+        wait_until(
+            lambda: (
+                all("rotation failed credential=oms" in d.stderr_text() for d, _ in daemons)
+                and stub.count(outcome="injected") >= injected_before + len(daemons)
+            ),
+            90,
+            "each daemon to have been answered nonsense",
+        )
         for daemon, where in daemons:
             transcript.health(daemon, where)
             transcript.daemon(daemon, where)
@@ -696,7 +713,14 @@ def test_secret_echoed_by_the_server_is_not_shown(stub: RecordingStub, tmp_path:
     with Daemon(
         env, tmp_path / "logs", name="echo", args=("--config", cfg, "--metrics-port", "0")
     ) as daemon:
-        time.sleep(1.5)
+        wait_until(  # the server has echoed the secret to the daemon, which logged its failure
+            lambda: (
+                stub.count(outcome="injected") >= 1
+                and "rotation failed credential=oms" in daemon.stderr_text()
+            ),
+            90,
+            "the daemon to have been answered with the echo",
+        )
         transcript.health(daemon, "rotator run, echoing server")
         transcript.daemon(daemon, "rotator run, echoing server")
     settings = config.load(cfg, env={"ROTATOR_CLIENT_SECRET": SECRET})
