@@ -9,7 +9,6 @@ The daemon is configured by a TOML file named in ROTATOR_CONFIG: only the file c
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -30,6 +29,7 @@ from rotator.health import Metrics
 from rotator.stores import FileStore
 from rotator.testing import FaultProxy, KeycloakStub
 from rotator.token import Token, decode_document
+from tests.harness.env import rotator_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,19 +150,12 @@ def start_daemon(tmp_path: Path, moto_server: Any) -> Iterator[Callable[..., Dae
         n = len(started)
         config_path = tmp_path / f"rotator-{n}.toml"
         config_path.write_text(config)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "AWS_"))}
-        env.update(
-            {
-                "ROTATOR_CONFIG": str(config_path),
-                SECRET_ENV: secret,
-                "AWS_ENDPOINT_URL": moto_server.endpoint,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_REGION": "us-east-1",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "NO_PROXY": "127.0.0.1,localhost",
-                "PYTHONUNBUFFERED": "1",
-            }
+        env = rotator_env(
+            moto_server.endpoint,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            ROTATOR_CONFIG=str(config_path),
+            **{SECRET_ENV: secret},
         )
         port = free_port()
         log_path = tmp_path / f"daemon-{n}.log"
