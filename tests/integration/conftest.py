@@ -17,6 +17,9 @@ import pytest
 from rotator.testing import FaultProxy, KeycloakStub
 from tests.harness.cli import CLIENT_ID, STUB_SECRET
 from tests.harness.factories import ProxyFactory, Spawn, StubFactory
+from tests.harness.leaks import CLIENT_ID as LEAK_CLIENT_ID
+from tests.harness.leaks import SECRET as LEAK_SECRET
+from tests.harness.leaks import RecordingStub
 from tests.harness.process import RotatorProcess
 
 
@@ -82,3 +85,12 @@ def keycloak(make_stub: StubFactory) -> StubFactory:
 def kc(keycloak: StubFactory) -> KeycloakStub:
     """A stub with Keycloak's default 300 s lifespan: a published token stays fresh."""
     return keycloak(access_token_lifespan=300)
+
+
+@pytest.fixture
+def leak_stub() -> Iterator[RecordingStub]:
+    """A stub that records refresh tokens, knowing the leak tests' client and secret."""
+    with RecordingStub(
+        clients={LEAK_CLIENT_ID: LEAK_SECRET}, access_token_lifespan=30, use_refresh_tokens=True
+    ) as keycloak:
+        yield keycloak
