@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import stat
 import subprocess
@@ -979,7 +978,3 @@ def test_closed_port_is_unavailable(service: str, monkeypatch: pytest.MonkeyPatc
         assert isinstance(info.value.__cause__, EndpointConnectionError)
     with pytest.raises(StoreUnavailable, match=re.escape(action)):
         store.get()
-
-
-def test_sigxfsz_exists() -> None:
-    assert hasattr(signal, "SIGXFSZ")

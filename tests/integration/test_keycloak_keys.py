@@ -22,11 +22,11 @@ from tests.fixtures.procs import Daemon
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_new_active_signing_key(kc: KeycloakServer, tmp_path: Path) -> None:
-    admin = KeycloakAdmin(kc)
-    consumer = JwksValidator(kc.jwks_url, issuer=kc.issuer)
+def test_new_active_signing_key(real_kc: KeycloakServer, tmp_path: Path) -> None:
+    admin = KeycloakAdmin(real_kc)
+    consumer = JwksValidator(real_kc.jwks_url, issuer=real_kc.issuer)
     target = tmp_path / "token.json"
-    env = rotator_env(kc, "oms-client", ROTATOR_FILE_PATH=str(target))
+    env = rotator_env(real_kc, "oms-client", ROTATOR_FILE_PATH=str(target))
     component: str | None = None
     try:
         with Daemon(env, tmp_path / "daemon") as daemon:
@@ -54,8 +54,8 @@ def test_new_active_signing_key(kc: KeycloakServer, tmp_path: Path) -> None:
             assert claims["azp"] == "oms-client"
             # The old key is still published: a token signed before the rotation validates.
             consumer.validate(old_token, client_id="oms-client", now=jwt_parts(old_token)[1]["iat"])
-            assert {old_kid, new_kid} <= {key["kid"] for key in kc.jwks()["keys"]}
-            assert kc.introspect(token)["active"] is True
+            assert {old_kid, new_kid} <= {key["kid"] for key in real_kc.jwks()["keys"]}
+            assert real_kc.introspect(token)["active"] is True
             result = daemon.stop()
         assert result.returncode == 0, result.describe()
         assert "rotation failed" not in result.stderr

@@ -65,10 +65,10 @@ def _revoke_then_check(
     assert "CLIENT_LOGIN_ERROR" not in [e["type"] for e in events]
 
 
-def test_refresh_then_fallback_after_revocation(kc: KeycloakServer, tmp_path: Path) -> None:
-    admin = KeycloakAdmin(kc)
+def test_refresh_then_fallback_after_revocation(real_kc: KeycloakServer, tmp_path: Path) -> None:
+    admin = KeycloakAdmin(real_kc)
     started = int(time.time() * 1000) - 1
-    env = rotator_env(kc, CLIENT, ROTATOR_FILE_PATH=str(tmp_path / "token.json"))
+    env = rotator_env(real_kc, CLIENT, ROTATOR_FILE_PATH=str(tmp_path / "token.json"))
     with Daemon(env, tmp_path / "daemon") as daemon:
         _wait(
             "a refresh_token grant",

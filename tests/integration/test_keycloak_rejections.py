@@ -27,10 +27,10 @@ def _assert_clean(result: Result, *secrets: str) -> None:
 
 @pytest.mark.parametrize("client_id", ["oms-disabled", "no-such-client"])
 def test_disabled_or_unknown_client_exits_3(
-    kc: KeycloakServer, tmp_path: Path, client_id: str
+    real_kc: KeycloakServer, tmp_path: Path, client_id: str
 ) -> None:
     target = tmp_path / "token.json"
-    env = rotator_env(kc, client_id, ROTATOR_FILE_PATH=str(target))
+    env = rotator_env(real_kc, client_id, ROTATOR_FILE_PATH=str(target))
     result = run_cli(["once"], env)
     assert result.returncode == 3, result.describe()
     lines = [line for line in result.stderr.splitlines() if "invalid_client" in line]
@@ -40,12 +40,14 @@ def test_disabled_or_unknown_client_exits_3(
     assert not target.exists()
 
 
-def test_wrong_realm_is_a_clear_non_credential_error(kc: KeycloakServer, tmp_path: Path) -> None:
+def test_wrong_realm_is_a_clear_non_credential_error(
+    real_kc: KeycloakServer, tmp_path: Path
+) -> None:
     target = tmp_path / "token.json"
     env = rotator_env(
-        kc,
+        real_kc,
         "oms-client",
-        token_url=kc.token_url.replace("/realms/astore-p2p/", "/realms/astore-p2q/"),
+        token_url=real_kc.token_url.replace("/realms/astore-p2p/", "/realms/astore-p2q/"),
         ROTATOR_FILE_PATH=str(target),
     )
     result = run_cli(["once"], env)

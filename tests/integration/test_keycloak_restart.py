@@ -25,14 +25,14 @@ LIFESPAN = 6
 TOKEN_PATH = "/auth/realms/astore-p2p/protocol/openid-connect/token"
 
 
-def test_keycloak_restart_under_the_daemon(kc: KeycloakServer, tmp_path: Path) -> None:
+def test_keycloak_restart_under_the_daemon(real_kc: KeycloakServer, tmp_path: Path) -> None:
     target = tmp_path / "token.json"
-    with FaultProxy(f"http://127.0.0.1:{kc.http_port}") as proxy:
-        issuer = kc.issuer.replace(f":{kc.http_port}", f":{proxy.port}")
+    with FaultProxy(f"http://127.0.0.1:{real_kc.http_port}") as proxy:
+        issuer = real_kc.issuer.replace(f":{real_kc.http_port}", f":{proxy.port}")
         env = rotator_env(
-            kc,
+            real_kc,
             "oms-client",
-            token_url=kc.token_url.replace(f":{kc.http_port}", f":{proxy.port}"),
+            token_url=real_kc.token_url.replace(f":{real_kc.http_port}", f":{proxy.port}"),
             ROTATOR_FILE_PATH=str(target),
         )
         with (
@@ -44,11 +44,11 @@ def test_keycloak_restart_under_the_daemon(kc: KeycloakServer, tmp_path: Path) -
                 assert daemon.is_running and time.monotonic() < deadline, daemon.stderr_text()
                 time.sleep(0.2)
 
-            kc.stop()
+            real_kc.stop()
             down_at = time.time()
             time.sleep(LIFESPAN + 2)  # past one token lifetime: the published token expires
             last_before = published_token(target)
-            kc.start()
+            real_kc.start()
             up_at = time.time()
 
             deadline = time.monotonic() + 60
@@ -68,7 +68,7 @@ def test_keycloak_restart_under_the_daemon(kc: KeycloakServer, tmp_path: Path) -
     verdict = watcher.check(tokens)
     assert verdict.problems == [], verdict.problems[:5]
     # Every published token is Keycloak's (the signing keys survived the restart).
-    jwks = JwksValidator(kc.jwks_url, issuer=issuer)  # iss names the host the daemon used
+    jwks = JwksValidator(real_kc.jwks_url, issuer=issuer)  # iss names the host the daemon used
     for token in tokens:
         issued_at = jwt_parts(token)[1]["iat"]  # checked as of when it was issued
         claims = jwks.validate(token, client_id="oms-client", now=issued_at)

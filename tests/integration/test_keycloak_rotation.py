@@ -28,9 +28,9 @@ CLIENT = "oms-client"
 LIFESPAN = 6  # the client's access.token.lifespan in the realm export
 
 
-def _env(kc: KeycloakServer, aws: AwsEnv) -> dict[str, str]:
+def _env(real_kc: KeycloakServer, aws: AwsEnv) -> dict[str, str]:
     return rotator_env(
-        kc,
+        real_kc,
         CLIENT,
         aws=aws,
         ROTATOR_SECRETSMANAGER_SECRET_ID=SECRET_ID,
@@ -39,18 +39,18 @@ def _env(kc: KeycloakServer, aws: AwsEnv) -> dict[str, str]:
     )
 
 
-def _check_token(kc: KeycloakServer, jwks: JwksValidator, token: str) -> None:
+def _check_token(real_kc: KeycloakServer, jwks: JwksValidator, token: str) -> None:
     claims = jwks.validate(token, client_id=CLIENT)
     assert claims["exp"] - claims["iat"] == LIFESPAN
-    introspection = kc.introspect(token)
+    introspection = real_kc.introspect(token)
     assert introspection["active"] is True, introspection
     assert introspection["client_id"] == CLIENT
     assert introspection["azp"] == CLIENT
 
 
-def test_check_once_get_publish_a_keycloak_token(kc: KeycloakServer, aws: AwsEnv) -> None:
-    env = _env(kc, aws)
-    jwks = JwksValidator(kc.jwks_url, issuer=kc.issuer)
+def test_check_once_get_publish_a_keycloak_token(real_kc: KeycloakServer, aws: AwsEnv) -> None:
+    env = _env(real_kc, aws)
+    jwks = JwksValidator(real_kc.jwks_url, issuer=real_kc.issuer)
 
     check = run_cli(["check"], env)
     assert check.returncode == 0, check.describe()
@@ -62,7 +62,7 @@ def test_check_once_get_publish_a_keycloak_token(kc: KeycloakServer, aws: AwsEnv
     ssm_doc = json.loads(ssm_reader(aws, PARAMETER)() or "null")
     assert sm_doc == ssm_doc
     token = sm_doc["access_token"]
-    _check_token(kc, jwks, token)
+    _check_token(real_kc, jwks, token)
     assert set(sm_doc["scope"].split()) == {"profile", "email"}  # Keycloak's order varies
 
     get = run_cli(["get"], env)
@@ -74,16 +74,16 @@ def test_check_once_get_publish_a_keycloak_token(kc: KeycloakServer, aws: AwsEnv
 
 
 def test_daemon_rotates_a_short_lived_token_three_times(
-    kc: KeycloakServer, aws: AwsEnv, tmp_path: Path
+    real_kc: KeycloakServer, aws: AwsEnv, tmp_path: Path
 ) -> None:
-    jwks = JwksValidator(kc.jwks_url, issuer=kc.issuer)
+    jwks = JwksValidator(real_kc.jwks_url, issuer=real_kc.issuer)
     readers = {
         "secretsmanager": secretsmanager_reader(aws, SECRET_ID),
         "ssm": ssm_reader(aws, PARAMETER),
     }
     seen: dict[str, list[str]] = {name: [] for name in readers}
     problems: list[str] = []
-    with Daemon(_env(kc, aws), tmp_path) as daemon:
+    with Daemon(_env(real_kc, aws), tmp_path) as daemon:
         deadline = time.monotonic() + 120
         while min(len(tokens) for tokens in seen.values()) < 4 and time.monotonic() < deadline:
             assert daemon.is_running, daemon.stderr_text()
@@ -96,7 +96,7 @@ def test_daemon_rotates_a_short_lived_token_three_times(
                     continue
                 seen[name].append(token)
                 try:  # checked as soon as it is published, while it must be valid
-                    _check_token(kc, jwks, token)
+                    _check_token(real_kc, jwks, token)
                 except (AssertionError, Exception) as exc:
                     problems.append(f"{name} token #{len(seen[name])}: {exc}")
             time.sleep(0.2)

@@ -30,13 +30,13 @@ KEYCLOAK_REJECTION = (
 )
 
 
-def test_wrong_secret_exits_3_after_one_request(kc: KeycloakServer, tmp_path: Path) -> None:
+def test_wrong_secret_exits_3_after_one_request(real_kc: KeycloakServer, tmp_path: Path) -> None:
     target = tmp_path / "token.json"
-    with FaultProxy(f"http://127.0.0.1:{kc.http_port}") as proxy:
+    with FaultProxy(f"http://127.0.0.1:{real_kc.http_port}") as proxy:
         env = rotator_env(
-            kc,
+            real_kc,
             "oms-client",
-            token_url=kc.token_url.replace(f":{kc.http_port}", f":{proxy.port}"),
+            token_url=real_kc.token_url.replace(f":{real_kc.http_port}", f":{proxy.port}"),
             ROTATOR_CLIENT_SECRET="not-the-secret",
             ROTATOR_FILE_PATH=str(target),
         )
@@ -53,7 +53,7 @@ def test_wrong_secret_exits_3_after_one_request(kc: KeycloakServer, tmp_path: Pa
 
 
 def _secret_source(
-    source: str, kc: KeycloakServer, aws: AwsEnv, tmp_path: Path, target: Path
+    source: str, real_kc: KeycloakServer, aws: AwsEnv, tmp_path: Path, target: Path
 ) -> tuple[dict[str, str], Callable[[str], None]]:
     """The daemon's environment, and how to write a new secret to its secret source."""
     client = "oms-regenerate"
@@ -61,7 +61,10 @@ def _secret_source(
         secret_file = tmp_path / "client-secret"
         secret_file.write_text(CLIENTS[client] + "\n")
         env = rotator_env(
-            kc, client, ROTATOR_CLIENT_SECRET_FILE=str(secret_file), ROTATOR_FILE_PATH=str(target)
+            real_kc,
+            client,
+            ROTATOR_CLIENT_SECRET_FILE=str(secret_file),
+            ROTATOR_FILE_PATH=str(target),
         )
         return env, lambda value: secret_file.write_text(value + "\n")
     secret_id = "oms/keycloak/client-secret"
@@ -70,7 +73,7 @@ def _secret_source(
     config.write_text(
         "[[credentials]]\n"
         'name = "default"\n'
-        f"token_url = {json.dumps(kc.token_url)}\n"
+        f"token_url = {json.dumps(real_kc.token_url)}\n"
         f"client_id = {json.dumps(client)}\n"
         f"client_secret_secretsmanager = {json.dumps(secret_id)}\n"
         "[[credentials.targets]]\n"
@@ -87,12 +90,12 @@ def _secret_source(
 # fix (issue 8: re-read the secret source after a rejection) is in. A file is read each time.
 @pytest.mark.parametrize("source", ["file", "secretsmanager"])
 def test_regenerated_secret_daemon_recovers_without_restart(
-    kc: KeycloakServer, aws: AwsEnv, tmp_path: Path, source: str
+    real_kc: KeycloakServer, aws: AwsEnv, tmp_path: Path, source: str
 ) -> None:
     client = "oms-regenerate"
-    admin = KeycloakAdmin(kc)
+    admin = KeycloakAdmin(real_kc)
     target = tmp_path / "token.json"
-    env, write_secret = _secret_source(source, kc, aws, tmp_path, target)
+    env, write_secret = _secret_source(source, real_kc, aws, tmp_path, target)
     try:
         with Daemon(env, tmp_path / "daemon") as daemon:
             deadline = time.monotonic() + 60

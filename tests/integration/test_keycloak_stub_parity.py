@@ -147,9 +147,9 @@ def stub() -> Iterator[KeycloakStub]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_stub_answers_like_keycloak(kc: KeycloakServer, stub: KeycloakStub, case: str) -> None:
-    admin = KeycloakAdmin(kc)
-    real = Target(kc.token_url, admin.logout_service_account)
+def test_stub_answers_like_keycloak(real_kc: KeycloakServer, stub: KeycloakStub, case: str) -> None:
+    admin = KeycloakAdmin(real_kc)
+    real = Target(real_kc.token_url, admin.logout_service_account)
     fake = Target(stub.token_url, lambda client: stub.revoke_refresh_tokens())
     real_shape = shape(CASES[case](real))
     stub_shape = shape(CASES[case](fake))

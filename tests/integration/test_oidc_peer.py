@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -156,16 +157,35 @@ def test_failure_injection_custom_body_and_delay(oidc_peer: OidcPeer) -> None:
     assert resp.status_code == 429
     assert resp.json() == {"error": "slow_down"}
 
-    oidc_peer.fail(status=0, delay_ms=300)
-    began = time.monotonic()
-    assert oidc_peer.request_token().status_code == 200
-    assert time.monotonic() - began >= 0.3
+    # Order, not durations: a request sent after the delayed one is answered first.
+    oidc_peer.fail(status=0, delay_ms=3000)
+    answered: list[tuple[str, int]] = []
+
+    def delayed() -> None:
+        answered.append(("delayed", oidc_peer.request_token().status_code))
+
+    caller = threading.Thread(target=delayed)
+    caller.start()
+    deadline = time.monotonic() + 30
+    while oidc_peer.stats()["pending_failures"]:  # the delayed request took the fault
+        assert time.monotonic() < deadline, "the peer never took the delay"
+        time.sleep(0.01)
+    answered.append(("prompt", oidc_peer.request_token().status_code))
+    caller.join(60)
+    assert answered == [("prompt", 200), ("delayed", 200)]
 
 
 def test_stats_reset_between_tests(oidc_peer: OidcPeer) -> None:
+    # what the fixture does before each test, checked on a peer this test dirtied itself
+    assert oidc_peer.request_token().status_code == 200
+    oidc_peer.fail(503, times=2)
+    stats = oidc_peer.stats()
+    assert (stats["token_requests"], stats["pending_failures"]) == (1, 2)
+    oidc_peer.reset()
     stats = oidc_peer.stats()
     assert stats["token_requests"] == 0
     assert stats["pending_failures"] == 0
+    assert oidc_peer.request_token().status_code == 200  # no failure left queued
 
 
 def test_refresh_tokens_keycloak_style(oidc_peer_factory: PeerFactory) -> None:
@@ -267,17 +287,15 @@ def test_jwt_format_and_keycloak_error_code(oidc_peer_factory: PeerFactory) -> N
 
 
 def test_bad_config_fails_fast_with_the_reason(oidc_peer_factory: PeerFactory) -> None:
-    began = time.monotonic()
+    # the reason comes from the peer's own exit, not from a start-up timeout
     with pytest.raises(OidcPeerError, match="ttl must be a positive integer"):
         oidc_peer_factory(ttl=0)
-    assert time.monotonic() - began < 10
 
 
 def test_stop_ends_the_process_and_frees_the_port() -> None:
     require_node_peer()
     with OidcPeer() as peer:
-        assert peer.startup_seconds is not None
-        assert peer.startup_seconds < 20
+        assert peer.startup_seconds is not None  # measured, reported; never asserted on
         proc = peer._proc
         assert proc is not None
         token_url = peer.token_url

@@ -11,7 +11,8 @@ period; 2 would mean all three always did). Requests are grouped into refresh
 periods by time (a period's requests come within a fraction of a second, periods
 are ~2 s apart). The first period is the cold start (every replica finds the
 target empty at once) and is reported apart. Figures are printed and written to
-``<pytest basetemp>/replicas-<target>.json``; only a loose bound is asserted.
+``<pytest basetemp>/replicas-<target>.json``; the steady state is bounded per target
+(``STEADY_FETCHES_BOUND``, from measurements).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ REPLICAS = 3
 # together fetch within the jitter (5 % of 3 s) plus a few ms; successive periods are
 # at least ~1.1 s apart (refresh at 70-75 % of a lifetime counted from a whole second).
 PERIOD_GAP = 0.6
+# Token requests per steady refresh period, at most. Measured (3 replicas, 3 s tokens, 8
+# periods, load average 8 on 2 cores, two runs): Secrets Manager 1.875 and 2.5, file 1.75,
+# SSM 2.75. The rate grows with load (a replica's fetch and publish outlast the 150 ms
+# jitter spread), and SSM replicas almost never adopt each other's token (1 adoption in
+# 26 steps, 5-10 in 26 for the other targets): the bound pins today's worst measured state.
+STEADY_FETCHES_BOUND = {"secretsmanager": 2.75, "file": 2.75, "ssm": 2.9}
 CLIENT_ID = "oms-client"
 CLIENT_SECRET = "replicas-client-secret"
 SECRET_ID = "replicas/token"
@@ -193,5 +200,7 @@ def test_three_replicas_share_one_target(
     # issued in: between 1.1 s and 2.25 s apart with 3 s tokens.
     seconds = observed + 1
     assert seconds / 2.25 - 1 <= figures["refresh_periods"] <= seconds / 1.1 + 2, report
-    # Loose sanity bound: the replicas must not all fetch every time.
-    assert figures["fetches_per_period"] < REPLICAS, report
+    # Bounded by the measured steady state (token requests per refresh period after the
+    # cold start), with room for a loaded machine: not "fewer than all three".
+    assert figures["steady_fetches_per_period"] is not None, report
+    assert figures["steady_fetches_per_period"] <= STEADY_FETCHES_BOUND[kind], report

@@ -23,6 +23,7 @@ from rotator.status import Row, render
 from rotator.stores import FileStore, SecretsManagerStore, SsmStore
 from rotator.testing import KeycloakStub
 from rotator.token import Token
+from tests.harness.env import rotator_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,18 +119,7 @@ def run_status(moto_server: Any) -> Callable[..., subprocess.CompletedProcess[st
 
 
 def status_env(endpoint: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "AWS_"))}
-    env.update(
-        {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "NO_PROXY": "127.0.0.1,localhost",
-        }
-    )
-    return env
+    return rotator_env(endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
 
 
 ALL = ("fresh", "due", "expired", "missing")

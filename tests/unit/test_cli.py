@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,13 +151,19 @@ def test_log_format_before_or_after_the_subcommand(
     assert "config file not found" in records[-1]["message"]
 
 
+LEVELS = ["debug", "info", "warning", "error"]
+
+
 @pytest.mark.parametrize(
-    ("argv", "shown"),
+    ("argv", "env_level", "lowest_shown"),
     [
-        (["get"], True),
-        (["--log-level", "error", "get"], False),
-        (["get", "--log-level", "error"], False),
-        (["--log-level", "error", "get", "--log-level", "debug"], True),
+        (["get"], None, "info"),
+        (["--log-level", "error", "get"], None, "error"),
+        (["get", "--log-level", "error"], None, "error"),
+        (["--log-level", "error", "get", "--log-level", "debug"], None, "debug"),
+        (["get"], "warning", "warning"),
+        (["get"], "DEBUG", "debug"),
+        (["get", "--log-level", "error"], "debug", "error"),  # the flag beats the environment
     ],
 )
 def test_log_level_before_or_after_the_subcommand(
@@ -164,13 +171,23 @@ def test_log_level_before_or_after_the_subcommand(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     argv: list[str],
-    shown: bool,
+    env_level: str | None,
+    lowest_shown: str,
 ) -> None:
     monkeypatch.setenv("ROTATOR_FILE_PATH", str(tmp_path / "token.json"))
+    if env_level is not None:
+        monkeypatch.setenv("ROTATOR_LOG_LEVEL", env_level)
     code, out, err = run(capsys, *argv)
     assert code == 1  # nothing published yet
     assert out == ""
     assert "no token published" in err
+    # what the configured logging lets through: one probe line per level
+    probe = logging.getLogger("rotator.probe")
+    for level in LEVELS:
+        probe.log(logging.getLevelName(level.upper()), "probe-%s", level)
+    _, err = capsys.readouterr()
+    shown = [level for level in LEVELS if f"probe-{level}" in err]
+    assert shown == LEVELS[LEVELS.index(lowest_shown) :]
 
 
 def test_unknown_rotator_variable_is_a_config_error_naming_it(

@@ -29,7 +29,7 @@ def test_skips_with_the_reason_outside_ci(
     with pytest.raises(pytest.skip.Exception) as skipped:
         keycloak.require_keycloak()
     assert str(skipped.value) == (
-        "real Keycloak unavailable: `java` is not on PATH (Java 17+ and Maven fetch and run it)"
+        "needs a real Keycloak: `java` is not on PATH (Java 17+ and Maven fetch and run it)"
     )
 
 

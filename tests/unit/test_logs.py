@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 
 import pytest
 
@@ -36,6 +37,16 @@ def test_secret_objects_never_format_their_value() -> None:
     secret = Secret("client-secret-MARKER-xyz")
     logging.getLogger("rotator").info("secret=%s repr=%r f=%s", secret, secret, f"{secret}")
     assert "client-secret-MARKER-xyz" not in stream.getvalue()
+
+
+def test_a_new_secret_registers_its_value_for_scrubbing() -> None:
+    value = f"client-secret-MARKER-{uuid.uuid4().hex}"  # never registered before
+    secret = Secret(value)
+    stream = capture("text")
+    logging.getLogger("rotator").error("leaked %s", secret.reveal())
+    assert value not in stream.getvalue()
+    assert "leaked **********" in stream.getvalue()
+    assert scrub(f"a{value}b") == "a**********b"
 
 
 def test_json_format_is_one_valid_object_per_line() -> None:

@@ -381,10 +381,11 @@ def ok(body: dict[str, Any] | None = None, **extra: Any) -> FakeResponse:
 
 def client(session: FakeSession, clock: FakeClock, **kw: Any) -> TokenClient:
     kw.setdefault("token_url", URL)
+    secret = kw.pop("secret", CLIENT_SECRET)
     return TokenClient(
         session,  # type: ignore[arg-type]
         client_id=kw.pop("client_id", "oms client"),
-        client_secret=lambda: Secret(CLIENT_SECRET),
+        client_secret=lambda: Secret(secret),
         clock=clock,
         **kw,
     )
@@ -412,16 +413,24 @@ def test_client_credentials_post(clock: FakeClock) -> None:
 
 def test_client_secret_basic(clock: FakeClock) -> None:
     session = FakeSession(ok())
-    client(session, clock, client_id="oms client", auth_method="client_secret_basic").fetch()
+    secret = "client-secret-MARKER:+/ &%"  # every character form-encoding changes
+    client(
+        session, clock, client_id="oms client", auth_method="client_secret_basic", secret=secret
+    ).fetch()
     (sent,) = session.sent
     assert "client_secret" not in sent.form and "client_id" not in sent.form
     user, password = sent.kwargs["auth"]
     # RFC 6749 2.3.1: form-urlencoded before the Basic encoding
     assert user == "oms+client"
     assert unquote_plus(user) == "oms client"
-    assert unquote_plus(password) == CLIENT_SECRET
-    basic = base64.b64encode(f"{user}:{password}".encode())
-    assert CLIENT_SECRET.encode() not in basic
+    assert unquote_plus(password) == secret
+    # the header requests sends for that auth pair, decoded
+    header = requests.Request("POST", URL, auth=(user, password)).prepare().headers
+    scheme, _, encoded = header["Authorization"].partition(" ")
+    assert scheme == "Basic"
+    decoded = base64.b64decode(encoded).decode()
+    assert decoded == "oms+client:client-secret-MARKER%3A%2B%2F+%26%25"
+    assert decoded.split(":", 1)[1] != secret  # the raw secret never goes out unencoded
 
 
 def test_slow_response_does_not_lengthen_the_token(clock: FakeClock) -> None:

@@ -37,3 +37,14 @@ def test_a_token_stamped_by_a_clock_since_set_back_is_replaced() -> None:
 
 def test_nothing_held_is_replaced() -> None:
     assert not Reading().holds_later(token(T0))
+
+
+def test_a_longer_lived_token_issued_earlier_is_kept() -> None:
+    # the rule compares expiries, not issue times: lifetimes differ here
+    held = Reading(value="x", token=token(T0, timedelta(seconds=600)))
+    assert held.holds_later(token(T0 + timedelta(seconds=5)))
+
+
+def test_a_shorter_lived_token_issued_later_is_replaced() -> None:
+    held = Reading(value="x", token=token(T0 + timedelta(seconds=5), timedelta(seconds=60)))
+    assert not held.holds_later(token(T0))

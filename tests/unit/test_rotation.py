@@ -74,6 +74,17 @@ def test_a_margin_larger_than_the_token_is_capped_to_a_quarter() -> None:
     for rand in (0.0, 0.5, 0.999):
         at = schedule.next_run_at(token, T0, rand)
         assert T0 < at <= token.expires_at - 3.75 * S
+    # planned at 90 % (13.5 s), so the capped margin alone decides: exactly 15 s / 4 before
+    late = Schedule(ratio=0.9, jitter_ratio=0.0, safety_margin=30 * S)
+    assert late.next_run_at(token, T0, 0.5) == T0 + 11.25 * S
+    assert not late.is_due(token, T0 + 11.24 * S)
+    assert late.is_due(token, T0 + 11.25 * S)
+
+
+def test_a_margin_under_a_quarter_applies_in_full() -> None:
+    schedule = Schedule(ratio=0.9, jitter_ratio=0.0, safety_margin=2 * S)
+    token = make_token(T0, 15)
+    assert schedule.next_run_at(token, T0, 0.5) == T0 + 13 * S
 
 
 def test_clock_jumped_backwards_is_at_most_one_interval_away() -> None:

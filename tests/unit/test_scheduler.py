@@ -157,8 +157,13 @@ def test_a_failing_advice_hook_is_a_failure_not_a_break(clock: FakeClock) -> Non
         raise RuntimeError("boom")
 
     daemon, rot, fetcher, scheduler = setup(clock, advise=advise)
+    started = clock.now()
     daemon._run(rot)
-    assert len(scheduler.jobs) == 1
+    state = daemon.states["oms"]
+    assert state.consecutive_failures == 1
+    assert state.last_error == "internal error (RuntimeError)"
+    (job,) = scheduler.jobs
+    assert job.run_date == started + 1 * S  # the first back-off step, not the next rotation
 
 
 def test_advice_is_logged_once_per_credential(

@@ -1,0 +1,336 @@
+"""The CLI tests' vocabulary: their credentials, environment, and what they read back.
+
+* ``server_env(aws, token_url, ...)``: one credential from ``ROTATOR_*`` variables on the
+  allow-listed environment (``tests.harness.env``), publishing to Secrets Manager and SSM.
+* ``read_sm``/``read_ssm``/``check_document``/``lifetime``: the published document.
+* ``assert_clean``/``assert_json_lines``: no secret, no traceback; JSON log lines.
+* ``ConsumerWatcher``: polls every target and records each time it sees a dead token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from rotator.testing import KeycloakStub
+from tests.fixtures.aws import AwsEnv
+from tests.fixtures.oidc import OidcPeer
+from tests.harness.env import rotator_env
+from tests.harness.process import Daemon, Result
+
+CLIENT_ID = "oms-client"
+# Distinctive values, so that a leak into any output is found by a plain search.
+STUB_SECRET = "kc-secret-3f9a71c2-never-logged"
+TEST_CLIENT_ID = "oms-test-client"
+TEST_SECRET = "kc-test-secret-b81e04d7-never-logged"
+SECRET_ID = "oms/access-token"
+PARAMETER = "/oms/access-token"
+DOC_KEYS = {"access_token", "token_type", "expires_at", "issued_at"}
+RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+
+
+def server_env(
+    aws: AwsEnv,
+    token_url: str,
+    *,
+    client_id: str = CLIENT_ID,
+    secret: str = STUB_SECRET,
+    sm: bool = True,
+    ssm: bool = True,
+    **extra: str,
+) -> dict[str, str]:
+    """One credential from the ROTATOR_* variables, publishing to SM and/or SSM."""
+    env = rotator_env(aws)
+    env.update(ROTATOR_TOKEN_URL=token_url, ROTATOR_CLIENT_ID=client_id)
+    env["ROTATOR_CLIENT_SECRET"] = secret
+    if sm:
+        env.update(ROTATOR_SECRETSMANAGER_SECRET_ID=SECRET_ID, ROTATOR_SECRETSMANAGER_CREATE="true")
+    if ssm:
+        env["ROTATOR_SSM_PARAMETER"] = PARAMETER
+    env.update(extra)
+    return env
+
+
+def toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def write_toml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "rotator.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def read_sm(aws: AwsEnv, secret_id: str = SECRET_ID, client: Any = None) -> str | None:
+    try:
+        response = (client or aws.secretsmanager).get_secret_value(
+            SecretId=secret_id, VersionStage="AWSCURRENT"
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+            return None
+        raise
+    value: str = response["SecretString"]
+    return value
+
+
+def read_ssm(aws: AwsEnv, name: str = PARAMETER, client: Any = None) -> str | None:
+    try:
+        response = (client or aws.ssm).get_parameter(Name=name, WithDecryption=True)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ParameterNotFound":
+            return None
+        raise
+    value: str = response["Parameter"]["Value"]
+    return value
+
+
+def parse_instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.removesuffix("Z") + "+00:00")
+
+
+def check_document(value: str | None, *, with_scope: bool | None = True) -> dict[str, str]:
+    """The published document: exactly the contract's keys, instants in RFC 3339 with Z.
+
+    ``with_scope=None`` accepts the document with or without ``scope``.
+    """
+    assert value is not None, "nothing published"
+    doc = json.loads(value)
+    assert isinstance(doc, dict)
+    keys = set(doc)
+    if with_scope is None:
+        assert keys in (DOC_KEYS, DOC_KEYS | {"scope"}), keys
+    else:
+        assert keys == (DOC_KEYS | {"scope"} if with_scope else DOC_KEYS), keys
+    assert isinstance(doc["access_token"], str) and doc["access_token"]
+    assert doc["token_type"].lower() == "bearer"
+    for key in ("expires_at", "issued_at"):
+        assert RFC3339_Z.match(doc[key]), (key, doc[key])
+    assert parse_instant(doc["issued_at"]) < parse_instant(doc["expires_at"])
+    if "scope" in doc:
+        assert isinstance(doc["scope"], str) and doc["scope"]
+    return doc
+
+
+def lifetime(doc: Mapping[str, str]) -> float:
+    return (parse_instant(doc["expires_at"]) - parse_instant(doc["issued_at"])).total_seconds()
+
+
+def assert_clean(
+    results: Iterable[Result | Daemon], secrets: Iterable[str], *, stdout_ok: bool = False
+) -> None:
+    """No secret or token on stderr (nor stdout, unless ``stdout_ok``); no traceback."""
+    needles = [s for s in secrets if s]
+    for result in results:
+        streams = {"stderr": result.stderr}
+        if not stdout_ok:
+            streams["stdout"] = result.stdout
+        for name, text in streams.items():
+            assert "Traceback" not in text, f"traceback on {name}:\n{text}"
+            for needle in needles:
+                assert needle not in text, f"a secret or token leaked on {name}:\n{text}"
+
+
+def assert_json_lines(text: str) -> list[dict[str, Any]]:
+    """Every stderr line is one JSON object with time, level and message."""
+    records = []
+    lines = text.splitlines()
+    assert lines, "no log lines"
+    for line in lines:
+        record = json.loads(line)
+        assert isinstance(record, dict), line
+        assert {"time", "level", "message"} <= set(record), line
+        records.append(record)
+    return records
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def consumer_readers(
+    aws: AwsEnv, token_file: Path | None = None
+) -> dict[str, Callable[[], str | None]]:
+    sm = aws.client("secretsmanager")
+    ssm = aws.client("ssm")
+    readers: dict[str, Callable[[], str | None]] = {
+        "secretsmanager": lambda: read_sm(aws, client=sm),
+        "ssm": lambda: read_ssm(aws, client=ssm),
+    }
+    if token_file is not None:
+        readers["file"] = lambda: (
+            token_file.read_text(encoding="utf-8") if token_file.exists() else None
+        )
+    return readers
+
+
+def cc_ok(stub: KeycloakStub) -> int:
+    return stub.count(grant_type="client_credentials", outcome="ok")
+
+
+def peer_env(aws: AwsEnv, peer: OidcPeer) -> dict[str, str]:
+    return server_env(aws, peer.token_url, client_id=peer.client_id, secret=peer.client_secret)
+
+
+def token_requests(peer: OidcPeer) -> int:
+    return int(peer.stats()["token_requests"])
+
+
+@dataclass
+class ConsumerWatcher:
+    """A consumer that polls every target and records each time it sees a dead token.
+
+    A look is the read of one target; its instant is taken *before* the read, so a
+    document that had expired by then and was still returned was certainly published
+    while expired. ``is_active`` asks the token server; ``ignore`` lists tokens the
+    test planted itself (not issued by the server).
+    """
+
+    readers: Mapping[str, Callable[[], str | None]]
+    is_active: Callable[[str], bool]
+    interval: float = 0.1
+    ignore: frozenset[str] = frozenset()
+    violations: list[str] = field(default_factory=list)
+    seen: dict[str, list[str]] = field(default_factory=dict)
+    looks: int = 0
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> ConsumerWatcher:
+        self._thread = threading.Thread(target=self._run, name="store-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def distinct(self, target: str) -> int:
+        return len(self.seen.get(target, []))
+
+    def _run(self) -> None:
+        last_expiry: dict[str, datetime] = {}
+        while not self._stop.is_set():
+            for target, read in self.readers.items():
+                looked_at = datetime.now(UTC)
+                try:
+                    value = read()
+                except Exception as exc:  # noqa: BLE001 - recorded, asserted on by the test
+                    self.errors.append(f"{target}: {type(exc).__name__}: {exc}")
+                    continue
+                if value is None:
+                    continue  # not published yet
+                self.looks += 1
+                self._look(target, value, looked_at, last_expiry)
+            self._stop.wait(self.interval)
+
+    def _look(
+        self, target: str, value: str, looked_at: datetime, last_expiry: dict[str, datetime]
+    ) -> None:
+        try:
+            doc = json.loads(value)
+            token = doc["access_token"]
+            expires_at = parse_instant(doc["expires_at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            self.violations.append(f"{target}: unreadable document ({exc})")
+            return
+        tokens = self.seen.setdefault(target, [])
+        if not tokens or tokens[-1] != token:
+            tokens.append(token)
+        at = looked_at.isoformat(timespec="milliseconds")
+        if expires_at <= looked_at:
+            self.violations.append(
+                f"{target}: published token expired at {doc['expires_at']}, seen at {at}"
+            )
+        if token not in self.ignore and not self.is_active(token):
+            self.violations.append(f"{target}: the server says the token is not active at {at}")
+        previous = last_expiry.get(target)
+        if previous is not None and expires_at < previous:
+            self.violations.append(f"{target}: expires_at went backwards at {at}")
+        last_expiry[target] = expires_at
+
+
+def run_at_a_bad_phase(
+    aws: AwsEnv,
+    tmp_path: Path,
+    *,
+    token_url: str,
+    client_id: str,
+    secret: str,
+    is_active: Callable[[str], bool],
+) -> ConsumerWatcher:
+    """Make the daemon fetch a 3 s token at .9 of a wall-clock second, and watch.
+
+    A fresh token is planted whose planned refresh (75 % of 3 s, no jitter) falls at
+    N.9; the daemon adopts it at start-up and fetches at N.9. The server's `exp` (and
+    the published, whole-second expires_at) is N+3, but the daemon plans the next
+    refresh at N.9 + 2.25 = N+3.15: the published token is dead for ~0.15 s.
+    """
+    run_at = math.floor(time.time()) + 3.9
+    issued = run_at - 2.25
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+    planted = "planted-token-not-from-the-server"
+    doc = {"access_token": planted, "token_type": "Bearer", "issued_at": iso(issued)}
+    doc["expires_at"] = iso(issued + 3)
+    aws.ssm.put_parameter(Name=PARAMETER, Value=json.dumps(doc), Type="SecureString")
+    config = write_toml(
+        tmp_path,
+        f"""
+[[credentials]]
+name = "oms"
+token_url = {toml_str(token_url)}
+client_id = {toml_str(client_id)}
+client_secret_env = "OMS_CLIENT_SECRET"
+
+[credentials.refresh]
+jitter_ratio = 0
+
+[[credentials.targets]]
+type = "ssm"
+parameter = {toml_str(PARAMETER)}
+""",
+    )
+    env = rotator_env(aws)
+    env["OMS_CLIENT_SECRET"] = secret
+    readers = {"ssm": consumer_readers(aws)["ssm"]}
+    watcher = ConsumerWatcher(
+        readers, is_active=is_active, interval=0.02, ignore=frozenset([planted])
+    )
+    with Daemon(env, tmp_path, args=("--config", config)) as daemon, watcher:
+        deadline = run_at - 0.2
+        while "adopted" not in daemon.stderr and time.time() < deadline:
+            daemon.assert_running()
+            time.sleep(0.05)
+        if watcher.distinct("ssm") != 1 or "adopted" not in daemon.stderr:
+            pytest.fail(f"set-up: the planted token was not adopted in time:\n{daemon.stderr}")
+        # past the second fetch (N+3.15) and its publish
+        time.sleep(max(0.0, run_at + 2.25 + 0.6 - time.time()))
+        watcher.stop()
+        code = daemon.terminate()
+    if code != 0 or watcher.distinct("ssm") < 3:
+        pytest.fail(f"set-up: expected two rotations and a clean exit:\n{daemon.stderr}")
+    assert_clean([daemon], [secret, *watcher.seen["ssm"]])
+    return watcher
