@@ -81,9 +81,15 @@ class AwsClients:
 
 def build_store(target: Target, aws: AwsClients) -> TokenStore:
     if target.type == "file":
-        from rotator.stores.file import FileStore
+        from rotator.stores.file import DEFAULT_MODE, FileStore
 
-        return FileStore(Path(target.ref), fmt=target.format)
+        return FileStore(
+            Path(target.ref),
+            fmt=target.format,
+            mode=DEFAULT_MODE if target.mode is None else target.mode,
+            uid=target.owner,
+            gid=target.group,
+        )
     if target.type == "ssm":
         from rotator.stores.ssm import SsmStore
 
