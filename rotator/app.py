@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from rotator.clock import Clock, SystemClock
 from rotator.config import Credential, Settings, Target, check_ca_bundle
@@ -94,9 +95,15 @@ def build_store(
     target: Target, aws: AwsClients, timeouts: tuple[float, float] | None = None
 ) -> TokenStore:
     if target.type == "file":
-        from rotator.stores.file import FileStore
+        from rotator.stores.file import DEFAULT_MODE, FileStore
 
-        return FileStore(Path(target.ref), fmt=target.format)
+        return FileStore(
+            Path(target.ref),
+            fmt=target.format,
+            mode=DEFAULT_MODE if target.mode is None else target.mode,
+            uid=target.owner,
+            gid=target.group,
+        )
     if target.type == "ssm":
         from rotator.stores.ssm import SsmStore
 
@@ -178,11 +185,22 @@ class App:
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _secrets: dict[str, SecretProvider] = field(default_factory=dict, repr=False)
     _keys: dict[str, KeyProvider] = field(default_factory=dict, repr=False)
+    _proxies: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict, repr=False)
 
     def http(self) -> requests.Session:
         if self.session is None:
             self.session = build_session()
         return self.session  # type: ignore[no-any-return]
+
+    def proxies(self, url: str) -> dict[str, str]:
+        """proxies_for(url), once per scheme and host: each lookup walks the whole
+        environment twice (~0.5 ms), 1,000 times at start-up with 1,000 credentials."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        found = self._proxies.get(key)
+        if found is None:
+            found = self._proxies[key] = proxies_for(url)
+        return dict(found)
 
     def stores(self, credential: Credential) -> list[TokenStore]:
         timeouts = timeouts_of(credential)
@@ -258,7 +276,7 @@ class App:
             timeout=timeouts_of(credential),
             deadline=refresh.request_deadline_seconds,
             verify=tls_verify(credential.ca_bundle, self.env),
-            proxies=proxies_for(credential.token_url),
+            proxies=self.proxies(credential.token_url),
             on_request=lambda grant, outcome: observer.token_request(name, grant, outcome),
         )
 
@@ -270,7 +288,7 @@ class App:
         refresh = credential.refresh
         session = self.http()
         tls = tls_verify(credential.ca_bundle, self.env)
-        proxies = proxies_for(url)
+        proxies = self.proxies(url)
 
         def verify(token: Token) -> None:
             verify_token(

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TextIO
 
 from rotator.app import App, build_store, job_deadline, timeouts_of, write_rate_advice
@@ -48,10 +49,21 @@ def once(app: App, *, force: bool = False, interval: float | None = None) -> int
     that would be too close to expiry by then count as due now."""
     horizon = timedelta(seconds=interval or 0)
     _install_signal_handlers(app.stop_event)  # SIGTERM: finish the publish, skip back-offs
+    sweep_file_targets(app)
     codes = [
         _once_one(app, cred, force=force, horizon=horizon) for cred in app.settings.credentials
     ]
     return worst(codes)
+
+
+def sweep_file_targets(app: App) -> None:
+    """Remove temp files that killed writers left beside the file targets: once at
+    start-up, one listing per folder (a write never lists the folder)."""
+    paths = [Path(t.ref) for c in app.settings.credentials for t in c.targets if t.type == "file"]
+    if paths:
+        from rotator.stores.file import sweep_temp_files
+
+        sweep_temp_files(paths)
 
 
 def _once_one(app: App, credential: Credential, *, force: bool, horizon: timedelta) -> int:
@@ -248,6 +260,7 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
     from rotator.scheduler import Daemon
 
     settings = app.settings
+    sweep_file_targets(app)
     rotators = [app.rotator(cred) for cred in settings.credentials]
     by_name = {c.name: c for c in settings.credentials}
     daemon = Daemon(

@@ -57,6 +57,9 @@ ENV_KEYS = (
     "ROTATOR_SECRETSMANAGER_CREATE",
     "ROTATOR_SSM_PARAMETER",
     "ROTATOR_FILE_PATH",
+    "ROTATOR_FILE_MODE",
+    "ROTATOR_FILE_OWNER",
+    "ROTATOR_FILE_GROUP",
     "ROTATOR_KMS_KEY_ID",
     "ROTATOR_FORMAT",
     "ROTATOR_SCOPE",
@@ -73,6 +76,8 @@ ENV_KEYS = (
     "ROTATOR_LOG_FORMAT",
     "ROTATOR_ONCE_INTERVAL",
 )
+
+_FILE_ONLY_ENV = ("ROTATOR_FILE_MODE", "ROTATOR_FILE_OWNER", "ROTATOR_FILE_GROUP")
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,9 @@ class Target:
     kms_key_id: str | None = None
     create: bool = False
     region: str | None = None
+    mode: int | None = None  # file targets: permission bits (None: 0600)
+    owner: int | None = None  # file targets: uid to chown to (None: unchanged)
+    group: int | None = None  # file targets: gid to chown to (None: unchanged)
 
     @property
     def label(self) -> str:
@@ -469,7 +477,9 @@ def _target(item: Any, where: str) -> Target:
     kind = _choice(item.get("type"), TARGET_TYPES, f"{where}.type")
     ref_key = _TARGET_REF_KEYS[kind]
     allowed = {"type", ref_key, "name", "format", "region"}
-    if kind != "file":
+    if kind == "file":
+        allowed |= {"mode", "owner", "group"}
+    else:
         allowed.add("kms_key_id")
     if kind == "secretsmanager":
         allowed.add("create")
@@ -489,7 +499,23 @@ def _target(item: Any, where: str) -> Target:
         kms_key_id=_opt_str(item.get("kms_key_id"), f"{where}.kms_key_id"),
         create=create,
         region=_opt_str(item.get("region"), f"{where}.region"),
+        **_file_permissions(item, where),
     )
+
+
+def _file_permissions(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`mode`/`owner`/`group` of a file target (rotator/filemode.py), None where unset.
+    `where` names the keys: a TOML table's path, or "ROTATOR_FILE" for ROTATOR_FILE_*."""
+    from rotator.filemode import parse_group, parse_mode, parse_owner
+
+    sep = "_" if where == "ROTATOR_FILE" else "."
+    parsers = {"mode": parse_mode, "owner": parse_owner, "group": parse_group}
+    found: dict[str, Any] = {}
+    for key, parse in parsers.items():
+        value = item.get(key)
+        name = f"{where}{sep}{key.upper() if sep == '_' else key}"
+        found[key] = None if value in (None, "") else parse(value, name)
+    return found
 
 
 def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings:
@@ -517,8 +543,21 @@ def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings
         )
     if env.get("ROTATOR_SSM_PARAMETER"):
         targets.append(Target("ssm", env["ROTATOR_SSM_PARAMETER"], format=fmt, kms_key_id=kms))
+    stray = [k for k in _FILE_ONLY_ENV if env.get(k)] if not env.get("ROTATOR_FILE_PATH") else []
+    if stray:
+        raise ConfigError(f"{', '.join(stray)} set without ROTATOR_FILE_PATH (a file target)")
     if env.get("ROTATOR_FILE_PATH"):
-        targets.append(Target("file", env["ROTATOR_FILE_PATH"], format=fmt))
+        targets.append(
+            Target(
+                "file",
+                env["ROTATOR_FILE_PATH"],
+                format=fmt,
+                **_file_permissions(
+                    {k: env.get(f"ROTATOR_FILE_{k.upper()}") for k in ("mode", "owner", "group")},
+                    "ROTATOR_FILE",
+                ),
+            )
+        )
     if not targets:
         raise ConfigError(
             "no configuration: pass --config PATH (or set ROTATOR_CONFIG), or set at least one of "

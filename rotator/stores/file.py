@@ -2,11 +2,19 @@
 
 Writers on one machine serialise on ``fcntl.flock`` of a sidecar
 ``<path>.lock`` held around read-compare-write, so a later token is never
-replaced by an earlier one. The value goes to a fresh 0600 temp file in the
-same folder (``O_CREAT|O_EXCL|O_NOFOLLOW``), is fsynced and renamed over the
-target, then the folder is fsynced: readers see the old or the new value,
-never a torn one. The store refuses to follow a symlink or to replace anything
+replaced by an earlier one. The value goes to a fresh temp file
+``.<name>.tmp`` in the same folder (``O_CREAT|O_EXCL|O_NOFOLLOW``), which gets
+the target's owner, group and mode (default 0600) before anything is written
+to it, is fsynced and renamed over the target, then the folder is fsynced:
+readers see the old or the new value, never a torn one, and never a file with
+other permissions. The store refuses to follow a symlink or to replace anything
 that is not a regular file.
+
+The temp file's name is fixed per target and only ever used under the lock, so
+a writer removes a dead writer's leftover by its name: a write never lists the
+folder, and costs the same with 5 or 5,000 files beside it. ``sweep_temp_files``
+removes leftovers (this name and the random names of older versions) once at
+start-up, with one listing per folder.
 """
 
 from __future__ import annotations
@@ -16,9 +24,8 @@ import errno
 import fcntl
 import logging
 import os
-import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rotator.errors import (
@@ -31,11 +38,12 @@ from rotator.errors import (
 from rotator.stores.base import PutResult, Reading
 from rotator.token import Token, decode, encode
 
-__all__ = ["FileStore"]
+__all__ = ["DEFAULT_MODE", "FileStore", "sweep_temp_files"]
 
 log = logging.getLogger(__name__)
 
-_MODE = 0o600
+DEFAULT_MODE = 0o600
+_LOCK_MODE = 0o600
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TRANSIENT = frozenset({errno.EAGAIN, errno.EINTR, errno.EIO, errno.ENOSPC, errno.EDQUOT})
@@ -44,13 +52,27 @@ _TRANSIENT = frozenset({errno.EAGAIN, errno.EINTR, errno.EIO, errno.ENOSPC, errn
 class FileStore:
     """Publishes the token to one file."""
 
-    def __init__(self, path: Path, *, fmt: str = "json") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fmt: str = "json",
+        mode: int = DEFAULT_MODE,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        if mode & ~0o777 or mode & 0o002:
+            raise ValueError(f"file mode {mode:#o}: permission bits only, never world-writable")
         self._path = Path(path)
-        self._lock_path = self._path.with_name(self._path.name + ".lock")
+        self._lock_path = _lock_path(self._path)
+        self._tmp_path = _tmp_path(self._path)
         self._fmt = fmt
+        self._mode = mode
+        self._uid = uid
+        self._gid = gid
 
     def __repr__(self) -> str:
-        return f"FileStore({str(self._path)!r}, fmt={self._fmt!r})"
+        return f"FileStore({str(self._path)!r}, fmt={self._fmt!r}, mode={self._mode:#o})"
 
     @property
     def name(self) -> str:
@@ -138,45 +160,31 @@ class FileStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        flags = os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC
         try:
-            fd = os.open(self._lock_path, flags, _MODE)
-        except OSError as exc:
-            raise self._error(exc, "lock", self._lock_path) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    def _sweep_temp_files(self) -> None:
-        """Remove temp files of writers that died before their rename. Called with
-        the lock held, so no live writer has one open."""
-        prefix, suffix = f".{self._path.name}.", ".tmp"
-        with contextlib.suppress(OSError), os.scandir(self._path.parent) as entries:
-            for entry in entries:
-                name = entry.name
-                if (
-                    name.startswith(prefix)
-                    and name.endswith(suffix)
-                    and len(name) == len(prefix) + 16 + len(suffix)
-                    and entry.is_file(follow_symlinks=False)
-                ):
-                    with contextlib.suppress(OSError):
-                        Path(entry.path).unlink()
+            with _flocked(self._lock_path):
+                yield
+        except _LockError as exc:
+            raise self._error(exc.cause, "lock", self._lock_path) from exc.cause
 
     def _write(self, data: bytes) -> str:
         folder = self._path.parent
-        self._sweep_temp_files()
-        tmp = folder / f".{self._path.name}.{secrets.token_hex(8)}.tmp"
+        tmp = self._tmp_path
+        # Under the lock, an existing temp file is a dead writer's: remove it by name.
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise self._error(exc, "write", tmp) from exc
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
         try:
-            fd = os.open(tmp, flags, _MODE)
+            fd = os.open(tmp, flags, DEFAULT_MODE)
         except OSError as exc:
             raise self._error(exc, "write", tmp) from exc
         try:
             try:
-                os.fchmod(fd, _MODE)  # whatever the umask says
+                self._chown(fd, tmp)
+                os.fchmod(fd, self._mode)  # whatever the umask says, before any byte
                 _write_all(fd, data)
                 os.fsync(fd)
                 st = os.fstat(fd)
@@ -194,6 +202,21 @@ class FileStore:
         _fsync_dir(folder)
         # rename keeps the inode and mtime, so this is what get() reports next.
         return f"{st.st_ino}:{st.st_mtime_ns}"
+
+    def _chown(self, fd: int, tmp: Path) -> None:
+        if self._uid is None and self._gid is None:
+            return
+        uid = -1 if self._uid is None else self._uid
+        gid = -1 if self._gid is None else self._gid
+        try:
+            os.fchown(fd, uid, gid)
+        except PermissionError as exc:
+            raise StoreAccessDenied(
+                f"chown of {tmp} to uid {uid} gid {gid} (-1: unchanged) denied: only root "
+                "sets another owner, and a group must be one rotator's user belongs to",
+                target=str(self._path),
+                action="write",
+            ) from exc
 
     def _error(self, exc: OSError, action: str, path: Path | None = None) -> StoreError:
         where = path or self._path
@@ -222,6 +245,78 @@ class FileStore:
                 f"{action} of {where} failed: {detail}", target=target, action=action
             )
         return StoreRejected(f"{action} of {where} failed: {detail}", target=target, action=action)
+
+
+class _LockError(Exception):
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@contextlib.contextmanager
+def _flocked(lock_path: Path) -> Iterator[None]:
+    flags = os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC
+    try:
+        fd = os.open(lock_path, flags, _LOCK_MODE)
+    except OSError as exc:
+        raise _LockError(exc) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _leftover_of(name: str, targets: set[str]) -> str | None:
+    """The target a temp file name belongs to: ``.<target>.tmp``, or the
+    ``.<target>.<16 hex>.tmp`` of older versions; None for anything else."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    inner = name[1:-4]
+    if inner in targets:
+        return inner
+    target, dot, suffix = inner[:-17], inner[-17:-16], inner[-16:]
+    if dot == "." and len(suffix) == 16 and _HEX.issuperset(suffix) and target in targets:
+        return target
+    return None
+
+
+def sweep_temp_files(paths: Iterable[Path]) -> int:
+    """Remove the temp files that dead writers left beside these targets: one listing
+    per folder, each removal under its target's lock (a live writer is waited for,
+    never robbed of its temp file). Returns how many were removed; never raises."""
+    by_folder: dict[Path, set[str]] = {}
+    for path in paths:
+        by_folder.setdefault(Path(path).parent, set()).add(Path(path).name)
+    removed = 0
+    for folder, targets in by_folder.items():
+        try:
+            with os.scandir(folder) as entries:
+                found = [
+                    (entry.path, owner)
+                    for entry in entries
+                    if (owner := _leftover_of(entry.name, targets)) is not None
+                    and entry.is_file(follow_symlinks=False)
+                ]
+        except OSError:
+            continue  # a missing folder is reported by the store itself
+        for leftover, owner in found:
+            with contextlib.suppress(OSError, _LockError), _flocked(_lock_path(folder / owner)):
+                Path(leftover).unlink()
+                removed += 1
+                log.info("removed temp file %s left by a writer that died", leftover)
+    return removed
 
 
 def _read_all(fd: int) -> bytes:

@@ -24,13 +24,14 @@ from tests.bench import (
     bench_calls,
     bench_daemon,
     bench_oneshot,
+    bench_process,
     bench_reader,
     bench_steady,
     report,
 )
 from tests.bench.peers import CLIENT_SECRET, ROOT, SCRATCH, MotoProcess, machine
 
-SECTIONS = ("oneshot", "calls", "reader", "steady", "daemon")
+SECTIONS = ("oneshot", "calls", "reader", "steady", "daemon", "process")
 
 
 def _git() -> dict[str, str]:
@@ -97,11 +98,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         section("reader", lambda: bench_reader.run(moto, quick=quick))
         section("steady", lambda: bench_steady.run(moto, stub, n=60 if quick else 150, quick=quick))
         section("daemon", lambda: bench_daemon.run(moto, stub, quick=quick))
+        section("process", lambda: bench_process.run(moto, quick=quick))
     results["load_after"] = os.getloadavg()
     results["total_seconds"] = time.monotonic() - began
     (SCRATCH / "results.json").write_text(json.dumps(results, indent=1, default=str))
     chart = report.chart(results)
     text = report.markdown(results, chart)
+    if "process" in results:  # section 6, rendered by its own module
+        process = {**results["process"], "date": results["date"]}
+        process["commit"] = results["git"]["commit"]
+        steady = results.get("steady", {}).get("targets", {})
+        ours = {k: t["ours"]["cpu_ms"] for k, t in steady.items()}
+        section6 = bench_process.markdown(process, bench_process.chart(process), ours)
+        text = bench_process.splice(text, section6)
     with open(args.out, "w", encoding="utf-8") as out:
         out.write(text)
     print(report.table(results))
