@@ -203,19 +203,23 @@ class App:
         return verify
 
     def rotator(self, credential: Credential) -> CredentialRotator:
+        from rotator.stores.quota import gate_for
+
         refresh = credential.refresh
+        schedule = Schedule(
+            ratio=refresh.ratio,
+            jitter_ratio=refresh.jitter_ratio,
+            safety_margin=_seconds(refresh.safety_margin_seconds),
+        )
         return CredentialRotator(
             credential.name,
             fetcher=self.token_client(credential),
             stores=self.stores(credential),
             clock=self.clock,
-            schedule=Schedule(
-                ratio=refresh.ratio,
-                jitter_ratio=refresh.jitter_ratio,
-                safety_margin=_seconds(refresh.safety_margin_seconds),
-            ),
+            schedule=schedule,
             verify=self.verifier(credential),
             observer=self.observer,
+            gate=gate_for(credential, schedule, self.clock, self.env),
         )
 
     def backoff(self, credential: Credential | None = None) -> Backoff:

@@ -24,6 +24,7 @@ from rotator.errors import (
 )
 from rotator.retry import call_with_retries
 from rotator.rotation import CredentialRotator, describe_error
+from rotator.stores.quota import versions_line
 from rotator.token import Token
 
 log = logging.getLogger("rotator")
@@ -64,6 +65,7 @@ def _once_one(app: App, credential: Credential, *, force: bool, horizon: timedel
         log.error("rotation failed credential=%s error=%s", credential.name, exc)
         return exc.exit_code
     next_at = rotator.next_run_at()
+    held = worst(h.exit_code for h in rotator.held.values())  # each logged by the rotator
     log.info(
         "%s credential=%s expires_at=%s next_due=%s",
         "fresh, nothing to do" if result.action == "adopted" else result.action,
@@ -72,9 +74,9 @@ def _once_one(app: App, credential: Credential, *, force: bool, horizon: timedel
         format_instant(next_at) if next_at else "-",
     )
     advice = write_rate_advice(credential, result.token)
-    if advice:
+    if advice and not rotator.held:
         log.warning("%s", advice)
-    return EXIT_OK
+    return held
 
 
 def _with_retries(
@@ -188,14 +190,20 @@ def _check_one(app: App, cred: Credential, out: TextIO) -> int:
             say("verify_url", f"FAILED: {exc}")
             code = worst([code, exc.exit_code])
     for store in rotator.stores:
+        held = rotator.would_hold(store.name, token)
+        if held is not None:
+            say(f"target {store.name}", f"REFUSED: {held.reason}")
+            code = worst([code, held.exit_code])
+            continue
         try:
             store.ping()
-            say(f"target {store.name}", "ok")
+            versions = versions_line(store, app.clock.now())
+            say(f"target {store.name}", f"ok ({versions})" if versions else "ok")
         except RotatorError as exc:
             say(f"target {store.name}", f"FAILED: {exc}")
             code = worst([code, exc.exit_code])
     advice = write_rate_advice(cred, token)
-    if advice:
+    if advice and code == EXIT_OK:
         say("advice", advice)
     return code
 

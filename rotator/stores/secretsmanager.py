@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,6 +42,7 @@ IAM_ACTIONS: tuple[str, ...] = (
     "secretsmanager:CreateSecret",
     "secretsmanager:PutSecretValue",
     "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:ListSecretVersionIds",
 )
 
 MAX_VALUE_BYTES = 65_536
@@ -51,6 +53,7 @@ _DESCRIBE = "secretsmanager:DescribeSecret"
 _CREATE = "secretsmanager:CreateSecret"
 _PUT = "secretsmanager:PutSecretValue"
 _STAGE = "secretsmanager:UpdateSecretVersionStage"
+_LIST = "secretsmanager:ListSecretVersionIds"
 _CURRENT = "AWSCURRENT"
 _PENDING = "AWSPENDING"
 _AWS_ERRORS = (ClientError, BotoCoreError)
@@ -150,6 +153,29 @@ class SecretsManagerStore:
                     return
                 raise self._not_found(_DESCRIBE) from exc
             raise self._error(exc, _DESCRIBE) from exc
+
+    def versions_created_since(self, cutoff: datetime) -> int:
+        """Versions of the secret created at or after ``cutoff`` (deprecated ones too: they
+        count toward AWS's version quota until they are 24 hours old)."""
+        count = 0
+        options: dict[str, Any] = {}
+        while True:
+            try:
+                page = self._client.list_secret_version_ids(
+                    SecretId=self._secret_id, IncludeDeprecated=True, MaxResults=100, **options
+                )
+            except _AWS_ERRORS as exc:
+                if error_code(exc) == "ResourceNotFoundException":
+                    return 0
+                raise self._error(exc, _LIST) from exc
+            for version in page.get("Versions", []):
+                created = version.get("CreatedDate")
+                if created is not None and created >= cutoff:
+                    count += 1
+            token = page.get("NextToken")
+            if not token:
+                return count
+            options = {"NextToken": token}
 
     # -- internals ---------------------------------------------------------
 

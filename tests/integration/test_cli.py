@@ -155,6 +155,8 @@ def base_env(aws: AwsEnv) -> dict[str, str]:
         AWS_EC2_METADATA_DISABLED="true",
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
+        # plain moto has no version quota: 300 s test tokens may go to Secrets Manager
+        ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY="100000",
     )
     return env
 
