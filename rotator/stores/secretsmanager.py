@@ -15,8 +15,8 @@ promoted version, as real rotation code does.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from rotator.token import Token, decode, encode
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-__all__ = ["IAM_ACTIONS", "MAX_VALUE_BYTES", "SecretsManagerStore"]
+__all__ = ["IAM_ACTIONS", "MAX_VALUE_BYTES", "SecretsManagerStore", "request_token"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,29 @@ _LIST = "secretsmanager:ListSecretVersionIds"
 _CURRENT = "AWSCURRENT"
 _PENDING = "AWSPENDING"
 _AWS_ERRORS = (ClientError, BotoCoreError)
+_REQUEST_TOKEN_CONTEXT = b"rotator secretsmanager ClientRequestToken v1"
+
+
+def request_token(secret_id: str, value: str) -> str:
+    """The ``ClientRequestToken`` (and so the VersionId) for writing ``value`` to a secret.
+
+    Derived from what is written, so a retry of the same token is a no-op on AWS (same
+    token, same value: AWS returns the existing version) and two replicas publishing the
+    same token converge on one version, instead of each attempt creating a version toward
+    the quota. 64 hex digits of SHA-256 over a fixed context, the secret id and the value.
+
+    Safe to show: VersionIds are visible to anyone allowed ``ListSecretVersionIds`` or
+    ``DescribeSecret``, less than ``GetSecretValue``. The value holds the access token,
+    which carries at least 128 unpredictable bits (a JWT's signature, or a random opaque
+    token), and SHA-256 is preimage-resistant: the digest neither reveals the token nor
+    lets anyone test guesses faster than guessing a valid token outright. Only someone who
+    already holds the token could confirm it is the published one.
+    """
+    digest = hashlib.sha256()
+    for part in (_REQUEST_TOKEN_CONTEXT, secret_id.encode("utf-8"), value.encode("utf-8")):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 class SecretsManagerStore:
@@ -135,6 +158,9 @@ class SecretsManagerStore:
             basis = self.get()
         if basis.holds_later(token):
             return basis.kept()
+        if basis.value == value:
+            # already published (a retried step, a replica that adopted it): no new version
+            return PutResult(token, is_ours=True, version=basis.version)
         if basis.is_missing and self._create:
             version = self._create_secret(value)
             if version is not None:
@@ -181,13 +207,13 @@ class SecretsManagerStore:
 
     def _create_secret(self, value: str) -> str | None:
         """Create the secret holding ``value``; None when it already exists."""
-        request_token = str(uuid.uuid4())
+        token = request_token(self._secret_id, value)
         key: dict[str, Any] = {"KmsKeyId": self._kms_key_id} if self._kms_key_id else {}
         try:
             response = self._client.create_secret(
                 Name=self._secret_id,
                 SecretString=value,
-                ClientRequestToken=request_token,
+                ClientRequestToken=token,
                 **key,
             )
         except _AWS_ERRORS as exc:
@@ -195,10 +221,10 @@ class SecretsManagerStore:
                 return None
             raise self._error(exc, _CREATE, value) from exc
         log.info("created secret %s", self._secret_id)
-        return response.get("VersionId", request_token)
+        return response.get("VersionId", token)
 
     def _publish(self, token: Token, value: str, basis: Reading) -> PutResult:
-        new = str(uuid.uuid4())
+        new = request_token(self._secret_id, value)
         try:
             response = self._client.put_secret_value(
                 SecretId=self._secret_id,
