@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rotator.errors import StoreError, StoreNotFound, StoreUnavailable, StoreValueTooLarge
+from rotator.errors import (
+    StoreError,
+    StoreNotFound,
+    StoreRejected,
+    StoreUnavailable,
+    StoreValueTooLarge,
+)
 from rotator.stores.aws import error_code, map_aws_error
 from rotator.stores.base import PutResult, Reading
 from rotator.token import Token, decode, encode
@@ -172,13 +178,16 @@ class SecretsManagerStore:
 
     def ping(self) -> None:
         try:
-            self._client.describe_secret(SecretId=self._secret_id)
+            described = self._client.describe_secret(SecretId=self._secret_id)
         except _AWS_ERRORS as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 if self._create:
                     return
                 raise self._not_found(_DESCRIBE) from exc
             raise self._error(exc, _DESCRIBE) from exc
+        primary = described.get("PrimaryRegion")
+        if primary and primary != self._client.meta.region_name:
+            raise self._replica(_DESCRIBE, primary)
 
     def versions_created_since(self, cutoff: datetime) -> int:
         """Versions of the secret created at or after ``cutoff`` (deprecated ones too: they
@@ -235,6 +244,8 @@ class SecretsManagerStore:
         except _AWS_ERRORS as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 raise self._not_found(_PUT) from exc
+            if _is_replica_refusal(exc):
+                raise self._replica(_PUT, self._primary_region()) from exc
             raise self._error(exc, _PUT, value) from exc
         try:
             if _CURRENT in response.get("VersionStages", []):
@@ -294,6 +305,23 @@ class SecretsManagerStore:
     def _error(self, exc: Exception, action: str, value: str = "") -> StoreError:
         return map_aws_error(exc, target=self._secret_id, action=action, redact=(value,))
 
+    def _primary_region(self) -> str | None:
+        try:
+            return self._client.describe_secret(SecretId=self._secret_id).get("PrimaryRegion")
+        except _AWS_ERRORS:
+            return None
+
+    def _replica(self, action: str, primary: str | None) -> StoreRejected:
+        region = self._client.meta.region_name
+        where = f"region {primary}" if primary else "its primary region"
+        return StoreRejected(
+            f"{action} on {self._secret_id} refused: the secret in {region} is a read-only "
+            f"replica; write to the primary secret in {where} (set the target's region "
+            f"to {primary or 'the primary region'})",
+            target=self._secret_id,
+            action=action,
+        )
+
     def _not_found(self, action: str) -> StoreNotFound:
         return StoreNotFound(
             f"{action} on {self._secret_id}: the secret does not exist; "
@@ -301,3 +329,10 @@ class SecretsManagerStore:
             target=self._secret_id,
             action=action,
         )
+
+
+def _is_replica_refusal(exc: Exception) -> bool:
+    """AWS refuses writes to a replica secret ("Operation not permitted on a replica")."""
+    if not isinstance(exc, ClientError):
+        return False
+    return "replica" in str((exc.response.get("Error") or {}).get("Message", "")).lower()
