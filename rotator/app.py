@@ -26,6 +26,7 @@ from rotator.stores.base import TokenStore
 if TYPE_CHECKING:
     import requests
 
+    from rotator.pacing import Pacers
     from rotator.token import Token
 
 SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
@@ -39,7 +40,14 @@ class AwsClients:
     (tenacity), so botocore makes one attempt per call.
     """
 
-    def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 10.0,
+        pacers: Pacers | None = None,
+    ) -> None:
+        self.pacers = pacers  # rotator.pacing: AWS's shared rates, one pacer per region
         self._clients: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
         self._session: Any = None
@@ -76,7 +84,10 @@ class AwsClients:
             retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=32,
         )
-        return self._session.create_client(service, region_name=region, config=config)
+        client = self._session.create_client(service, region_name=region, config=config)
+        if self.pacers is not None:
+            self.pacers.install(client, region)
+        return client
 
 
 def build_store(target: Target, aws: AwsClients) -> TokenStore:
@@ -236,17 +247,22 @@ def build(
     env: Mapping[str, str] | None = None,
     aws: AwsClients | None = None,
 ) -> App:
+    from rotator.pacing import Pacers, Pacing
+
     first = settings.credentials[0].refresh
+    environ = os.environ if env is None else env
     return App(
         settings=settings,
         clock=clock or SystemClock(),
         aws=aws
         or AwsClients(
-            connect_timeout=first.connect_timeout_seconds, read_timeout=first.read_timeout_seconds
+            connect_timeout=first.connect_timeout_seconds,
+            read_timeout=first.read_timeout_seconds,
+            pacers=Pacers(Pacing.from_env(environ)),
         ),
         observer=observer or NullObserver(),
         session=session,
-        env=os.environ if env is None else env,
+        env=environ,
     )
 
 
