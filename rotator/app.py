@@ -288,3 +288,12 @@ def _seconds(value: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=value)
+
+
+def capacity(app: App, lifetimes: Mapping[str, float]) -> list[str]:
+    """`check`'s capacity lines: projected AWS writes a second per region against the pace."""
+    from rotator.pacing import Pacing, capacity_lines
+
+    pacing = app.aws.pacers.pacing if app.aws.pacers is not None else Pacing.from_env(app.env)
+    region = app.env.get("AWS_REGION") or app.env.get("AWS_DEFAULT_REGION")
+    return capacity_lines(app.settings.credentials, lifetimes, pacing, region)

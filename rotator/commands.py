@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TextIO
 
-from rotator.app import App, build_store, write_rate_advice
+from rotator.app import App, build_store, capacity, write_rate_advice
 from rotator.clock import format_instant
 from rotator.config import Credential
 from rotator.errors import (
@@ -151,11 +151,14 @@ def get(app: App, *, credential: str | None, as_json: bool, out: TextIO | None =
 def check(app: App, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     _install_signal_handlers(app.stop_event)
-    codes = [_check_one(app, cred, out) for cred in app.settings.credentials]
+    lifetimes: dict[str, float] = {}
+    codes = [_check_one(app, cred, out, lifetimes) for cred in app.settings.credentials]
+    for line in capacity(app, lifetimes):
+        out.write(f"capacity: {line}\n")
     return worst(codes)
 
 
-def _check_one(app: App, cred: Credential, out: TextIO) -> int:
+def _check_one(app: App, cred: Credential, out: TextIO, lifetimes: dict[str, float]) -> int:
     def say(step: str, outcome: str) -> None:
         out.write(f"{cred.name}: {step}: {outcome}\n")
         out.flush()
@@ -175,6 +178,7 @@ def _check_one(app: App, cred: Credential, out: TextIO) -> int:
         say("token endpoint", f"FAILED: {exc}")
         return exc.exit_code
     token = grant.token
+    lifetimes[cred.name] = token.lifetime.total_seconds()
     say(
         "token endpoint",
         f"ok (expires_in={token.lifetime.total_seconds():.0f}s, "

@@ -27,13 +27,24 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rotator.errors import ConfigError
 
-__all__ = ["DEFAULT_RATES", "ENV_KEYS", "GROUPS", "Pacer", "Pacers", "Pacing"]
+if TYPE_CHECKING:
+    from rotator.config import Credential
+
+__all__ = [
+    "DEFAULT_RATES",
+    "ENV_KEYS",
+    "GROUPS",
+    "Pacer",
+    "Pacers",
+    "Pacing",
+    "capacity_lines",
+]
 
 # group -> (botocore service id, operations)
 GROUPS: dict[str, tuple[str, frozenset[str]]] = {
@@ -149,3 +160,46 @@ class Pacers:
                     self.waited[key] = self.waited.get(key, 0.0) + waited
 
         return pace
+
+
+_SERVICES = {"ssm": "ssm:write", "secretsmanager": "secretsmanager:write"}
+
+
+def capacity_lines(
+    credentials: Sequence[Credential],
+    lifetimes: Mapping[str, float],
+    pacing: Pacing,
+    default_region: str | None,
+) -> list[str]:
+    """One line per (service, region) of AWS targets: credentials, projected writes a
+    second (one write per target per refresh: lifetime * ratio) against the pace, and
+    whether the pace can sustain them. ``lifetimes``: credential name -> token seconds."""
+    load: dict[tuple[str, str], list[float]] = {}
+    for credential in credentials:
+        lifetime = lifetimes.get(credential.name)
+        for target in credential.targets:
+            if target.type not in _SERVICES:
+                continue
+            region = target.region or default_region or "-"
+            rates = load.setdefault((target.type, region), [])
+            if lifetime is not None and lifetime > 0:
+                rates.append(1.0 / (lifetime * credential.refresh.ratio))
+    lines = []
+    for (service, region), rates in sorted(load.items()):
+        need = sum(rates)
+        pace = pacing.rates.get(_SERVICES[service])
+        head = (
+            f"{service} {region}: {len(rates)} target(s) with a known lifetime, "
+            f"{need:.2f} writes/s projected"
+        )
+        if pace is None:
+            lines.append(f"{head}, not paced")
+        elif need <= pace:
+            lines.append(f"{head} against a pace of {pace:g}/s: ok")
+        else:
+            lines.append(
+                f"{head} against a pace of {pace:g}/s: CANNOT be sustained (writes queue up "
+                "and tokens are published late); use longer-lived tokens, fewer credentials "
+                "per region, or a higher pace if AWS allows it"
+            )
+    return lines

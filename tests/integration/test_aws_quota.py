@@ -103,6 +103,10 @@ def test_check_refuses_the_same_target_with_exit_2(
         for line in result.stdout.splitlines()
     ), result.describe()
     assert aws_limits.limits.versions_created() == 0
+    assert (
+        "capacity: ssm us-east-1: 1 target(s) with a known lifetime, 0.00 writes/s projected "
+        "against a pace of 2/s: ok" in result.stdout
+    ), result.describe()
 
 
 def test_a_long_enough_lifespan_passes_and_check_counts_versions(

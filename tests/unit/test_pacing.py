@@ -63,3 +63,24 @@ def test_one_pacer_per_group_and_region() -> None:
     assert east is pacers.pacer("ssm:write", "us-east-1")
     assert east is not pacers.pacer("ssm:write", "eu-west-1")
     assert east is not pacers.pacer("ssm:read", "us-east-1")
+
+
+def test_capacity_line_says_when_a_region_cannot_be_sustained() -> None:
+    from rotator.config import Credential, Target
+    from rotator.pacing import capacity_lines
+
+    def cred(k: int, target: Target) -> Credential:
+        return Credential(f"c{k}", "http://127.0.0.1/t", "id", None, (target,))
+
+    ssm = [cred(k, Target("ssm", f"/p{k}")) for k in range(1000)]
+    west = [cred(1000 + k, Target("ssm", f"/w{k}", region="eu-west-1")) for k in range(3)]
+    lifetimes = {c.name: 300.0 for c in ssm + west}
+    lines = capacity_lines(ssm + west, lifetimes, Pacing.from_env({}), "us-east-1")
+    assert lines == [
+        "ssm eu-west-1: 3 target(s) with a known lifetime, 0.01 writes/s projected "
+        "against a pace of 2/s: ok",
+        "ssm us-east-1: 1000 target(s) with a known lifetime, 4.44 writes/s projected "
+        "against a pace of 2/s: CANNOT be sustained (writes queue up and tokens are "
+        "published late); use longer-lived tokens, fewer credentials per region, or a "
+        "higher pace if AWS allows it",
+    ]
