@@ -24,6 +24,7 @@ from rotator.errors import (
 )
 from rotator.retry import call_with_retries
 from rotator.rotation import CredentialRotator, describe_error
+from rotator.stores.batch import seed_batched
 from rotator.stores.quota import versions_line
 from rotator.token import Token
 
@@ -220,6 +221,7 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
 
     settings = app.settings
     rotators = [app.rotator(cred) for cred in settings.credentials]
+    seed_batched(rotators)
     by_name = {c.name: c for c in settings.credentials}
     daemon = Daemon(
         rotators,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -188,6 +188,7 @@ class CredentialRotator:
         self._rng = rng
         self._gate = gate
         self.held: dict[str, Held] = {}  # targets not written now, and why
+        self._seeded: dict[str, Reading] = {}  # readings taken for us (a batched read)
         self._lock = threading.Lock()
         self._grant: Grant | None = None
         self._pending: tuple[Token, frozenset[str]] | None = None
@@ -207,6 +208,12 @@ class CredentialRotator:
         """Targets that missed the newest fetched token (a publish to them failed)."""
         pending = self._pending
         return frozenset() if pending is None else pending[1]
+
+    def seed(self, readings: Mapping[str, Reading]) -> None:
+        """Readings of this rotator's targets taken moments ago in a batch: the next step
+        uses them instead of reading those targets again."""
+        names = {store.name for store in self.stores}
+        self._seeded = {name: r for name, r in readings.items() if name in names}
 
     def would_hold(self, store: str, token: Token) -> Held | None:
         """Whether a write of ``token`` to ``store`` would be held back now (for `check`)."""
@@ -259,7 +266,11 @@ class CredentialRotator:
 
     def _read_all(self) -> dict[str, Reading | None]:
         readings: dict[str, Reading | None] = {}
+        seeded, self._seeded = self._seeded, {}
         for store in self.stores:
+            if store.name in seeded:
+                readings[store.name] = seeded[store.name]
+                continue
             try:
                 reading = store.get()
             except StoreError as exc:

@@ -14,6 +14,7 @@ from rotator.clock import format_instant
 from rotator.errors import EXIT_FAILED, EXIT_OK, RotatorError
 from rotator.rotation import Schedule
 from rotator.stores.base import Reading
+from rotator.stores.batch import read_batched
 from rotator.stores.quota import SM_VERSION_QUOTA, versions_created
 
 
@@ -33,6 +34,12 @@ class Row:
 def collect(app: App) -> list[Row]:
     now = app.clock.now()
     rows: list[Row] = []
+    stores = {
+        (cred.name, target.label): build_store(target, app.aws)
+        for cred in app.settings.credentials
+        for target in cred.targets
+    }
+    batched = read_batched(stores.values())  # SSM: 10 parameters a call
     for cred in app.settings.credentials:
         refresh = cred.refresh
         schedule = Schedule(
@@ -41,9 +48,9 @@ def collect(app: App) -> list[Row]:
             safety_margin=timedelta(seconds=refresh.safety_margin_seconds),
         )
         for target in cred.targets:
-            store = build_store(target, app.aws)
+            store = stores[(cred.name, target.label)]
             try:
-                reading = store.get()
+                reading = batched.get(store.name) or store.get()
                 versions = versions_created(store, now, reading)
             except RotatorError as exc:
                 rows.append(Row(cred.name, target.label, "error", detail=str(exc)))
