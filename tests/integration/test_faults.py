@@ -34,7 +34,7 @@ from rotator.clock import SystemClock
 from rotator.config import from_mapping as config_from_mapping
 from rotator.rotation import NullObserver
 from rotator.scheduler import Daemon
-from rotator.testing import FaultProxy, KeycloakStub
+from rotator.testing import AwsLimitsProxy, FaultProxy, KeycloakStub
 from tests.fixtures.aws import AwsEnv
 from tests.fixtures.faults import (
     RotatorProcess,
@@ -86,7 +86,7 @@ def make_proxy() -> Iterator[ProxyFactory]:
     proxies: list[FaultProxy] = []
 
     def make(upstream: str, **kwargs: Any) -> FaultProxy:
-        proxy = FaultProxy(upstream, **kwargs)
+        proxy = AwsLimitsProxy(upstream, **kwargs)  # a FaultProxy that enforces AWS limits
         proxies.append(proxy)
         return proxy.start()
 
