@@ -160,6 +160,8 @@ def start_daemon(tmp_path: Path, moto_server: Any) -> Iterator[Callable[..., Dae
                 "ROTATOR_CONFIG": str(config_path),
                 SECRET_ENV: secret,
                 "AWS_ENDPOINT_URL": moto_server.endpoint,
+                # plain moto has no version quota: 300 s tokens may go to Secrets Manager
+                "ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY": "100000",
                 "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_REGION": "us-east-1",
