@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from rotator.assertion import ClientAuth
     from rotator.keysource import KeyProvider
+    from rotator.pacing import Pacers
     from rotator.token import Token
 
 SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
@@ -43,7 +44,14 @@ class AwsClients:
     (tenacity), so botocore makes one attempt per call.
     """
 
-    def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 10.0,
+        pacers: Pacers | None = None,
+    ) -> None:
+        self.pacers = pacers  # rotator.pacing: AWS's shared rates, one pacer per region
         self._clients: dict[tuple[str, str | None, tuple[float, float]], Any] = {}
         self._lock = threading.Lock()
         self._session: Any = None
@@ -88,7 +96,10 @@ class AwsClients:
             retries={"mode": "standard", "total_max_attempts": 1},
             max_pool_connections=32,
         )
-        return self._session.create_client(service, region_name=region, config=config)
+        client = self._session.create_client(service, region_name=region, config=config)
+        if self.pacers is not None:
+            self.pacers.install(client, region)
+        return client
 
 
 def build_store(
@@ -304,19 +315,23 @@ class App:
         return verify
 
     def rotator(self, credential: Credential) -> CredentialRotator:
+        from rotator.stores.quota import gate_for
+
         refresh = credential.refresh
+        schedule = Schedule(
+            ratio=refresh.ratio,
+            jitter_ratio=refresh.jitter_ratio,
+            safety_margin=_seconds(refresh.safety_margin_seconds),
+        )
         return CredentialRotator(
             credential.name,
             fetcher=self.token_client(credential),
             stores=self.stores(credential),
             clock=self.clock,
-            schedule=Schedule(
-                ratio=refresh.ratio,
-                jitter_ratio=refresh.jitter_ratio,
-                safety_margin=_seconds(refresh.safety_margin_seconds),
-            ),
+            schedule=schedule,
             verify=self.verifier(credential),
             observer=self.observer,
+            gate=gate_for(credential, schedule, self.clock, self.env),
         )
 
     def backoff(self, credential: Credential | None = None) -> Backoff:
@@ -333,17 +348,22 @@ def build(
     env: Mapping[str, str] | None = None,
     aws: AwsClients | None = None,
 ) -> App:
+    from rotator.pacing import Pacers, Pacing
+
     first = settings.credentials[0].refresh
+    environ = os.environ if env is None else env
     return App(
         settings=settings,
         clock=clock or SystemClock(),
         aws=aws
         or AwsClients(
-            connect_timeout=first.connect_timeout_seconds, read_timeout=first.read_timeout_seconds
+            connect_timeout=first.connect_timeout_seconds,
+            read_timeout=first.read_timeout_seconds,
+            pacers=Pacers(Pacing.from_env(environ)),
         ),
         observer=observer or NullObserver(),
         session=session,
-        env=os.environ if env is None else env,
+        env=environ,
     )
 
 
@@ -383,3 +403,12 @@ def _no_secret() -> Any:
 
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
+
+
+def capacity(app: App, lifetimes: Mapping[str, float]) -> list[str]:
+    """`check`'s capacity lines: projected AWS writes a second per region against the pace."""
+    from rotator.pacing import Pacing, capacity_lines
+
+    pacing = app.aws.pacers.pacing if app.aws.pacers is not None else Pacing.from_env(app.env)
+    region = app.env.get("AWS_REGION") or app.env.get("AWS_DEFAULT_REGION")
+    return capacity_lines(app.settings.credentials, lifetimes, pacing, region)

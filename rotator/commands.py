@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from rotator.app import App, build_store, job_deadline, timeouts_of, write_rate_advice
+from rotator.app import App, build_store, capacity, job_deadline, timeouts_of, write_rate_advice
 from rotator.clock import format_instant
 from rotator.config import Credential
 from rotator.errors import (
@@ -25,6 +25,8 @@ from rotator.errors import (
 )
 from rotator.retry import call_with_retries
 from rotator.rotation import CredentialRotator, describe_error, missed_run_advice
+from rotator.stores.batch import seed_batched
+from rotator.stores.quota import versions_line
 from rotator.token import Token
 
 log = logging.getLogger("rotator")
@@ -76,6 +78,7 @@ def _once_one(app: App, credential: Credential, *, force: bool, horizon: timedel
         log.error("rotation failed credential=%s error=%s", credential.name, exc)
         return exc.exit_code
     next_at = rotator.next_run_at()
+    held = worst(h.exit_code for h in rotator.held.values())  # each logged by the rotator
     log.info(
         "%s credential=%s expires_at=%s next_due=%s",
         "fresh, nothing to do" if result.action == "adopted" else result.action,
@@ -84,12 +87,12 @@ def _once_one(app: App, credential: Credential, *, force: bool, horizon: timedel
         format_instant(next_at) if next_at else "-",
     )
     advice = write_rate_advice(credential, result.token)
-    if advice:
+    if advice and not rotator.held:
         log.warning("%s", advice)
     schedule = missed_run_advice(rotator.schedule, result.token.lifetime, horizon)
     if schedule:
         log.warning("credential=%s %s", credential.name, schedule)
-    return EXIT_OK
+    return held
 
 
 def _with_retries(
@@ -165,11 +168,16 @@ def check(app: App, *, out: TextIO | None = None, interval: float | None = None)
     """`interval`: the cron interval of `once`; say whether it survives a missed run."""
     out = out or sys.stdout
     _install_signal_handlers(app.stop_event)
-    codes = [_check_one(app, cred, out, interval) for cred in app.settings.credentials]
+    lifetimes: dict[str, float] = {}
+    codes = [_check_one(app, cred, out, interval, lifetimes) for cred in app.settings.credentials]
+    for line in capacity(app, lifetimes):
+        out.write(f"capacity: {line}\n")
     return worst(codes)
 
 
-def _check_one(app: App, cred: Credential, out: TextIO, interval: float | None) -> int:
+def _check_one(
+    app: App, cred: Credential, out: TextIO, interval: float | None, lifetimes: dict[str, float]
+) -> int:
     def say(step: str, outcome: str) -> None:
         out.write(f"{cred.name}: {step}: {outcome}\n")
         out.flush()
@@ -194,6 +202,7 @@ def _check_one(app: App, cred: Credential, out: TextIO, interval: float | None) 
         say("token endpoint", f"FAILED: {exc}")
         return exc.exit_code
     token = grant.token
+    lifetimes[cred.name] = token.lifetime.total_seconds()
     say(
         "token endpoint",
         f"ok (expires_in={token.lifetime.total_seconds():.0f}s, "
@@ -209,14 +218,20 @@ def _check_one(app: App, cred: Credential, out: TextIO, interval: float | None) 
             say("verify_url", f"FAILED: {exc}")
             code = worst([code, exc.exit_code])
     for store in rotator.stores:
+        held = rotator.would_hold(store.name, token)
+        if held is not None:
+            say(f"target {store.name}", f"REFUSED: {held.reason}")
+            code = worst([code, held.exit_code])
+            continue
         try:
             store.ping()
-            say(f"target {store.name}", "ok")
+            versions = versions_line(store, app.clock.now())
+            say(f"target {store.name}", f"ok ({versions})" if versions else "ok")
         except RotatorError as exc:
             say(f"target {store.name}", f"FAILED: {exc}")
             code = worst([code, exc.exit_code])
     advice = write_rate_advice(cred, token)
-    if advice:
+    if advice and code == EXIT_OK:
         say("advice", advice)
     say("cron schedule", _schedule_verdict(rotator, token, interval))
     return code
@@ -262,6 +277,7 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
     settings = app.settings
     sweep_file_targets(app)
     rotators = [app.rotator(cred) for cred in settings.credentials]
+    seed_batched(rotators)
     by_name = {c.name: c for c in settings.credentials}
     daemon = Daemon(
         rotators,

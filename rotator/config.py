@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ ENV_KEYS = (
     "ROTATOR_CLIENT_SECRET_FILE",
     "ROTATOR_SECRETSMANAGER_SECRET_ID",
     "ROTATOR_SECRETSMANAGER_CREATE",
+    "ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY",
+    "ROTATOR_SECRETSMANAGER_WRITES_PER_SECOND",  # rotator.pacing
+    "ROTATOR_SSM_WRITES_PER_SECOND",
+    "ROTATOR_SSM_READS_PER_SECOND",
     "ROTATOR_SSM_PARAMETER",
     "ROTATOR_FILE_PATH",
     "ROTATOR_FILE_MODE",
@@ -101,6 +106,8 @@ class Target:
     mode: int | None = None  # file targets: permission bits (None: 0600)
     owner: int | None = None  # file targets: uid to chown to (None: unchanged)
     group: int | None = None  # file targets: gid to chown to (None: unchanged)
+    # Secrets Manager only: refuse a cadence that creates more versions a day (None: 90)
+    max_writes_per_day: int | None = None
 
     @property
     def label(self) -> str:
@@ -482,7 +489,7 @@ def _target(item: Any, where: str) -> Target:
     else:
         allowed.add("kms_key_id")
     if kind == "secretsmanager":
-        allowed.add("create")
+        allowed |= {"create", "max_writes_per_day"}
     _check_keys(item, allowed, where)
     if ref_key in item and "name" in item:
         raise ConfigError(f"{where}: give {ref_key!r} or 'name', not both")
@@ -499,6 +506,9 @@ def _target(item: Any, where: str) -> Target:
         kms_key_id=_opt_str(item.get("kms_key_id"), f"{where}.kms_key_id"),
         create=create,
         region=_opt_str(item.get("region"), f"{where}.region"),
+        max_writes_per_day=_opt_count(
+            item.get("max_writes_per_day"), f"{where}.max_writes_per_day"
+        ),
         **_file_permissions(item, where),
     )
 
@@ -538,6 +548,10 @@ def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings
                 create=_bool(
                     env.get("ROTATOR_SECRETSMANAGER_CREATE", "false"),
                     "ROTATOR_SECRETSMANAGER_CREATE",
+                ),
+                max_writes_per_day=_opt_count(
+                    env.get("ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY") or None,
+                    "ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY",
                 ),
             )
         )
@@ -728,6 +742,17 @@ def _seconds(value: Any, where: str, *, zero_ok: bool = False) -> float:
     if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok):
         raise ConfigError(f"{where} must be a positive number: {value!r}")
     return number
+
+
+def _opt_count(value: Any, where: str) -> int | None:
+    """A positive whole number (TOML integer or its decimal digits in the environment)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where} must be a whole number >= 1: {value!r}")
+    return value
 
 
 def _port(value: Any, where: str) -> int:

@@ -109,6 +109,17 @@ class StoreValueTooLarge(StoreError):
     """The value exceeds what the backend accepts; refused before any call."""
 
 
+class StoreQuotaExceeded(StoreError):
+    """A service quota refused the write (Secrets Manager's LimitExceededException):
+    waiting seconds does not help, so it is not retried in a loop."""
+
+
+class WriteRefused(StoreError):
+    """rotator itself refused to write to a target (it would run into a quota)."""
+
+    exit_code = EXIT_USAGE
+
+
 class StoreRejected(StoreError):
     """Validation or any other non-transient refusal by the backend."""
 

@@ -74,7 +74,8 @@ class Metrics:
         )
         self.publishes = Counter(
             "rotator_publishes_total",
-            "Publishes by target and outcome (ok, kept_newer, error).",
+            "Publishes by target and outcome (ok, kept_newer, error, refused: over "
+            "max_writes_per_day, quota_exceeded: AWS's version quota).",
             ["credential", "target", "outcome"],
             registry=r,
         )
@@ -222,9 +223,12 @@ class HealthServer:
             token = rotator.token
             left = None if token is None else (token.expires_at - now).total_seconds()
             behind = sorted(rotator.pending_targets)
-            ok = left is not None and left > margin and not behind
+            held = sorted(rotator.held)  # refused by a quota: the details are in the log
+            ok = left is not None and left > margin and not behind and not held
             ready = ready and ok
             creds[rotator.name] = {"ready": ok, "seconds_left": left, "targets_behind": behind}
+            if held:
+                creds[rotator.name]["targets_refused"] = held
         return ready, {"status": "ready" if ready else "not ready", "credentials": creds}
 
 

@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -170,6 +170,23 @@ class NullObserver:
 # ---------------------------------------------------------------- the step
 
 
+@dataclass(frozen=True)
+class Held:
+    """Why a target is not written now (e.g. it would run into a quota); ``exit_code`` is
+    what ``once`` and ``check`` exit with for it."""
+
+    reason: str
+    exit_code: int
+    until: datetime | None = None
+
+
+class WriteGate(Protocol):
+    """Decides whether a target may be written (rotator.stores.quota has one)."""
+
+    def check(self, store: str, token: Token) -> Held | None: ...
+    def failed(self, store: str, error: StoreError) -> Held | None: ...
+
+
 class Fetcher(Protocol):
     def fetch(self, previous: Grant | None = None) -> Grant: ...
 
@@ -209,6 +226,7 @@ class CredentialRotator:
         verify: Callable[[Token], None] | None = None,
         observer: Observer | None = None,
         rng: Callable[[], float] = random.random,
+        gate: WriteGate | None = None,
     ) -> None:
         if not stores:
             raise ValueError("a credential needs at least one target")
@@ -220,6 +238,9 @@ class CredentialRotator:
         self._verify = verify
         self._observer: Observer = observer or NullObserver()
         self._rng = rng
+        self._gate = gate
+        self.held: dict[str, Held] = {}  # targets not written now, and why
+        self._seeded: dict[str, Reading] = {}  # readings taken for us (a batched read)
         self._lock = threading.Lock()
         self._grant: Grant | None = None
         self._pending: tuple[Token, frozenset[str]] | None = None
@@ -239,6 +260,16 @@ class CredentialRotator:
         """Targets that missed the newest fetched token (a publish to them failed)."""
         pending = self._pending
         return frozenset() if pending is None else pending[1]
+
+    def seed(self, readings: Mapping[str, Reading]) -> None:
+        """Readings of this rotator's targets taken moments ago in a batch: the next step
+        uses them instead of reading those targets again."""
+        names = {store.name for store in self.stores}
+        self._seeded = {name: r for name, r in readings.items() if name in names}
+
+    def would_hold(self, store: str, token: Token) -> Held | None:
+        """Whether a write of ``token`` to ``store`` would be held back now (for `check`)."""
+        return None if self._gate is None else self._gate.check(store, token)
 
     def lifetime(self) -> timedelta | None:
         return None if self.token is None else self.token.lifetime
@@ -287,7 +318,11 @@ class CredentialRotator:
 
     def _read_all(self) -> dict[str, Reading | None]:
         readings: dict[str, Reading | None] = {}
+        seeded, self._seeded = self._seeded, {}
         for store in self.stores:
+            if store.name in seeded:
+                readings[store.name] = seeded[store.name]
+                continue
             try:
                 reading = store.get()
             except StoreError as exc:
@@ -318,9 +353,17 @@ class CredentialRotator:
         newest = token
         done: list[str] = []
         for store in stores:
+            if self._gate is not None and self._hold(
+                store.name, self._gate.check(store.name, token)
+            ):
+                continue
             try:
                 result = store.put(token, readings.get(store.name))
             except StoreError as exc:
+                if self._gate is not None and self._hold(
+                    store.name, self._gate.failed(store.name, exc)
+                ):
+                    continue
                 failures.append((store.name, exc))
                 self._observer.publish(self.name, store.name, "error")
                 log.error(
@@ -328,6 +371,7 @@ class CredentialRotator:
                 )
                 continue
             done.append(store.name)
+            self.held.pop(store.name, None)
             outcome = "ok" if result.is_ours else "kept_newer"
             self._observer.publish(self.name, store.name, outcome)
             if result.published.expires_at > newest.expires_at:
@@ -348,6 +392,17 @@ class CredentialRotator:
         self._remember(newest)
         self._observer.rotation(self.name, action)
         return StepResult(action, newest, tuple(done))
+
+    def _hold(self, store: str, held: Held | None) -> bool:
+        """Record that ``store`` is not written now (logged once per reason)."""
+        if held is None:
+            return False
+        if self.held.get(store) != held:
+            log.error("%s", held.reason)
+        self.held[store] = held
+        outcome = "refused" if held.until is None else "quota_exceeded"
+        self._observer.publish(self.name, store, outcome)
+        return True
 
     def _remember(self, token: Token) -> None:
         if self.token is None or token.expires_at >= self.token.expires_at:

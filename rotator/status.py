@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import TextIO
 
 from rotator.app import App, build_store
 from rotator.clock import format_instant
 from rotator.errors import EXIT_FAILED, EXIT_OK, RotatorError
 from rotator.rotation import Schedule
+from rotator.stores.base import Reading
+from rotator.stores.batch import read_batched
+from rotator.stores.quota import SM_VERSION_QUOTA, versions_created
 
 
 @dataclass(frozen=True)
@@ -24,53 +28,57 @@ class Row:
     seconds_left: float | None = None
     is_due: bool | None = None
     detail: str | None = None
+    versions_24h: int | None = None  # Secrets Manager: versions created in the last 24 h
 
 
 def collect(app: App) -> list[Row]:
     now = app.clock.now()
     rows: list[Row] = []
+    stores = {
+        (cred.name, target.label): build_store(target, app.aws)
+        for cred in app.settings.credentials
+        for target in cred.targets
+    }
+    batched = read_batched(stores.values())  # SSM: 10 parameters a call
     for cred in app.settings.credentials:
         refresh = cred.refresh
-        from datetime import timedelta
-
         schedule = Schedule(
             ratio=refresh.ratio,
             jitter_ratio=refresh.jitter_ratio,
             safety_margin=timedelta(seconds=refresh.safety_margin_seconds),
         )
         for target in cred.targets:
+            store = stores[(cred.name, target.label)]
             try:
-                reading = build_store(target, app.aws).get()
+                reading = batched.get(store.name) or store.get()
+                versions = versions_created(store, now, reading)
             except RotatorError as exc:
                 rows.append(Row(cred.name, target.label, "error", detail=str(exc)))
                 continue
-            if reading.is_missing:
-                rows.append(Row(cred.name, target.label, "missing", is_due=True))
-                continue
-            if reading.problem:
-                rows.append(
-                    Row(cred.name, target.label, "unreadable", is_due=True, detail=reading.problem)
-                )
-                continue
-            token = reading.token
-            if token is None:
-                rows.append(Row(cred.name, target.label, "opaque", detail="raw token, no expiry"))
-                continue
-            left = (token.expires_at - now).total_seconds()
-            due = schedule.is_due(token, now)
-            state = "expired" if left <= 0 else ("due" if due else "fresh")
-            rows.append(
-                Row(
-                    cred.name,
-                    target.label,
-                    state,
-                    issued_at=format_instant(token.issued_at),
-                    expires_at=format_instant(token.expires_at),
-                    seconds_left=round(left, 1),
-                    is_due=due,
-                )
-            )
+            row = _row(cred.name, target.label, reading, schedule, now)
+            rows.append(row if versions is None else replace(row, versions_24h=versions))
     return rows
+
+
+def _row(credential: str, label: str, reading: Reading, schedule: Schedule, now: datetime) -> Row:
+    if reading.is_missing:
+        return Row(credential, label, "missing", is_due=True)
+    if reading.problem:
+        return Row(credential, label, "unreadable", is_due=True, detail=reading.problem)
+    token = reading.token
+    if token is None:
+        return Row(credential, label, "opaque", detail="raw token, no expiry")
+    left = (token.expires_at - now).total_seconds()
+    due = schedule.is_due(token, now)
+    return Row(
+        credential,
+        label,
+        "expired" if left <= 0 else ("due" if due else "fresh"),
+        issued_at=format_instant(token.issued_at),
+        expires_at=format_instant(token.expires_at),
+        seconds_left=round(left, 1),
+        is_due=due,
+    )
 
 
 _COLOURS = {
@@ -123,6 +131,12 @@ def render(rows: list[Row], *, colour: bool) -> str:
     for row in rows:
         if row.detail and row.state in ("error", "unreadable"):
             lines.append(f"  {row.credential} {row.target}: {row.detail}")
+    for row in rows:
+        if row.versions_24h is not None:
+            lines.append(
+                f"  {row.credential} {row.target}: {row.versions_24h} of {SM_VERSION_QUOTA} "
+                "versions created in the last 24 h"
+            )
     return "\n".join(lines) + "\n"
 
 

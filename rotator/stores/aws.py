@@ -29,6 +29,7 @@ from rotator.errors import (
     StoreAccessDenied,
     StoreError,
     StoreNotFound,
+    StoreQuotaExceeded,
     StoreRejected,
     StoreUnavailable,
 )
@@ -83,6 +84,8 @@ DENIED_CODES = frozenset(
 )
 # Secrets Manager answers these when the caller may not use the secret's KMS key.
 KMS_DENIED_CODES = frozenset({"DecryptionFailure", "EncryptionFailure"})
+# A quota, not a rate: botocore counts LimitExceededException as throttling, rotator must not.
+QUOTA_CODES = frozenset({"LimitExceededException", "ServiceQuotaExceededException"})
 NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "ParameterNotFound"})
 
 _MAX_MESSAGE = 300
@@ -125,6 +128,8 @@ def map_aws_error(
         code, message = _code_and_message(exc)
         status = _status(exc)
         detail = f"{code}: {message}" if message else code
+        if code in QUOTA_CODES:
+            return make(StoreQuotaExceeded, f"refused by a service quota: {detail}")
         if code in THROTTLING_CODES or status == 429:
             return make(StoreUnavailable, f"throttled: {detail}")
         if code in SERVER_CODES or (status is not None and status >= 500):

@@ -15,13 +15,20 @@ promoted version, as real rotation code does.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rotator.errors import StoreError, StoreNotFound, StoreUnavailable, StoreValueTooLarge
+from rotator.errors import (
+    StoreError,
+    StoreNotFound,
+    StoreRejected,
+    StoreUnavailable,
+    StoreValueTooLarge,
+)
 from rotator.stores.aws import error_code, map_aws_error
 from rotator.stores.base import PutResult, Reading
 from rotator.token import Token, decode, encode
@@ -29,7 +36,7 @@ from rotator.token import Token, decode, encode
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-__all__ = ["IAM_ACTIONS", "MAX_VALUE_BYTES", "SecretsManagerStore"]
+__all__ = ["IAM_ACTIONS", "MAX_VALUE_BYTES", "SecretsManagerStore", "request_token"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ IAM_ACTIONS: tuple[str, ...] = (
     "secretsmanager:CreateSecret",
     "secretsmanager:PutSecretValue",
     "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:ListSecretVersionIds",
 )
 
 MAX_VALUE_BYTES = 65_536
@@ -51,9 +59,33 @@ _DESCRIBE = "secretsmanager:DescribeSecret"
 _CREATE = "secretsmanager:CreateSecret"
 _PUT = "secretsmanager:PutSecretValue"
 _STAGE = "secretsmanager:UpdateSecretVersionStage"
+_LIST = "secretsmanager:ListSecretVersionIds"
 _CURRENT = "AWSCURRENT"
 _PENDING = "AWSPENDING"
 _AWS_ERRORS = (ClientError, BotoCoreError)
+_REQUEST_TOKEN_CONTEXT = b"rotator secretsmanager ClientRequestToken v1"
+
+
+def request_token(secret_id: str, value: str) -> str:
+    """The ``ClientRequestToken`` (and so the VersionId) for writing ``value`` to a secret.
+
+    Derived from what is written, so a retry of the same token is a no-op on AWS (same
+    token, same value: AWS returns the existing version) and two replicas publishing the
+    same token converge on one version, instead of each attempt creating a version toward
+    the quota. 64 hex digits of SHA-256 over a fixed context, the secret id and the value.
+
+    Safe to show: VersionIds are visible to anyone allowed ``ListSecretVersionIds`` or
+    ``DescribeSecret``, less than ``GetSecretValue``. The value holds the access token,
+    which carries at least 128 unpredictable bits (a JWT's signature, or a random opaque
+    token), and SHA-256 is preimage-resistant: the digest neither reveals the token nor
+    lets anyone test guesses faster than guessing a valid token outright. Only someone who
+    already holds the token could confirm it is the published one.
+    """
+    digest = hashlib.sha256()
+    for part in (_REQUEST_TOKEN_CONTEXT, secret_id.encode("utf-8"), value.encode("utf-8")):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 class SecretsManagerStore:
@@ -132,6 +164,9 @@ class SecretsManagerStore:
             basis = self.get()
         if basis.holds_later(token):
             return basis.kept()
+        if basis.value == value:
+            # already published (a retried step, a replica that adopted it): no new version
+            return PutResult(token, is_ours=True, version=basis.version)
         if basis.is_missing and self._create:
             version = self._create_secret(value)
             if version is not None:
@@ -143,25 +178,51 @@ class SecretsManagerStore:
 
     def ping(self) -> None:
         try:
-            self._client.describe_secret(SecretId=self._secret_id)
+            described = self._client.describe_secret(SecretId=self._secret_id)
         except _AWS_ERRORS as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 if self._create:
                     return
                 raise self._not_found(_DESCRIBE) from exc
             raise self._error(exc, _DESCRIBE) from exc
+        primary = described.get("PrimaryRegion")
+        if primary and primary != self._client.meta.region_name:
+            raise self._replica(_DESCRIBE, primary)
+
+    def versions_created_since(self, cutoff: datetime) -> int:
+        """Versions of the secret created at or after ``cutoff`` (deprecated ones too: they
+        count toward AWS's version quota until they are 24 hours old)."""
+        count = 0
+        options: dict[str, Any] = {}
+        while True:
+            try:
+                page = self._client.list_secret_version_ids(
+                    SecretId=self._secret_id, IncludeDeprecated=True, MaxResults=100, **options
+                )
+            except _AWS_ERRORS as exc:
+                if error_code(exc) == "ResourceNotFoundException":
+                    return 0
+                raise self._error(exc, _LIST) from exc
+            for version in page.get("Versions", []):
+                created = version.get("CreatedDate")
+                if created is not None and created >= cutoff:
+                    count += 1
+            token = page.get("NextToken")
+            if not token:
+                return count
+            options = {"NextToken": token}
 
     # -- internals ---------------------------------------------------------
 
     def _create_secret(self, value: str) -> str | None:
         """Create the secret holding ``value``; None when it already exists."""
-        request_token = str(uuid.uuid4())
+        token = request_token(self._secret_id, value)
         key: dict[str, Any] = {"KmsKeyId": self._kms_key_id} if self._kms_key_id else {}
         try:
             response = self._client.create_secret(
                 Name=self._secret_id,
                 SecretString=value,
-                ClientRequestToken=request_token,
+                ClientRequestToken=token,
                 **key,
             )
         except _AWS_ERRORS as exc:
@@ -169,10 +230,10 @@ class SecretsManagerStore:
                 return None
             raise self._error(exc, _CREATE, value) from exc
         log.info("created secret %s", self._secret_id)
-        return response.get("VersionId", request_token)
+        return response.get("VersionId", token)
 
     def _publish(self, token: Token, value: str, basis: Reading) -> PutResult:
-        new = str(uuid.uuid4())
+        new = request_token(self._secret_id, value)
         try:
             response = self._client.put_secret_value(
                 SecretId=self._secret_id,
@@ -183,6 +244,8 @@ class SecretsManagerStore:
         except _AWS_ERRORS as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 raise self._not_found(_PUT) from exc
+            if _is_replica_refusal(exc):
+                raise self._replica(_PUT, self._primary_region()) from exc
             raise self._error(exc, _PUT, value) from exc
         try:
             if _CURRENT in response.get("VersionStages", []):
@@ -242,6 +305,23 @@ class SecretsManagerStore:
     def _error(self, exc: Exception, action: str, value: str = "") -> StoreError:
         return map_aws_error(exc, target=self._secret_id, action=action, redact=(value,))
 
+    def _primary_region(self) -> str | None:
+        try:
+            return self._client.describe_secret(SecretId=self._secret_id).get("PrimaryRegion")
+        except _AWS_ERRORS:
+            return None
+
+    def _replica(self, action: str, primary: str | None) -> StoreRejected:
+        region = self._client.meta.region_name
+        where = f"region {primary}" if primary else "its primary region"
+        return StoreRejected(
+            f"{action} on {self._secret_id} refused: the secret in {region} is a read-only "
+            f"replica; write to the primary secret in {where} (set the target's region "
+            f"to {primary or 'the primary region'})",
+            target=self._secret_id,
+            action=action,
+        )
+
     def _not_found(self, action: str) -> StoreNotFound:
         return StoreNotFound(
             f"{action} on {self._secret_id}: the secret does not exist; "
@@ -249,3 +329,10 @@ class SecretsManagerStore:
             target=self._secret_id,
             action=action,
         )
+
+
+def _is_replica_refusal(exc: Exception) -> bool:
+    """AWS refuses writes to a replica secret ("Operation not permitted on a replica")."""
+    if not isinstance(exc, ClientError):
+        return False
+    return "replica" in str((exc.response.get("Error") or {}).get("Message", "")).lower()

@@ -18,6 +18,7 @@ the oldest of the 100 kept versions would make every later write fail with
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,12 +38,14 @@ log = logging.getLogger(__name__)
 
 # Every IAM action the calls below need (a test checks the two agree). A
 # customer managed KMS key also needs kms:Decrypt and kms:Encrypt on that key.
-IAM_ACTIONS: tuple[str, ...] = ("ssm:GetParameter", "ssm:PutParameter")
+IAM_ACTIONS: tuple[str, ...] = ("ssm:GetParameter", "ssm:GetParameters", "ssm:PutParameter")
 
 MAX_STANDARD_BYTES = 4_096
 MAX_ADVANCED_BYTES = 8_192
 
 _GET = "ssm:GetParameter"
+_GET_MANY = "ssm:GetParameters"
+_BATCH = 10  # GetParameters takes at most 10 names
 _PUT = "ssm:PutParameter"
 _AWS_ERRORS = (ClientError, BotoCoreError)
 Tier = Literal["Standard", "Advanced"]
@@ -77,6 +80,11 @@ class SsmStore:
     def format(self) -> str:
         return self._fmt
 
+    @property
+    def client_id(self) -> int:
+        """Stores with the same client_id can be read together (``get_batch``)."""
+        return id(self._client)
+
     def get(self) -> Reading:
         try:
             response = self._client.get_parameter(Name=self._parameter, WithDecryption=True)
@@ -92,7 +100,33 @@ class SsmStore:
                 target=self._parameter,
                 action=_GET,
             )
-        value = parameter["Value"]
+        return self._reading(parameter)
+
+    def get_batch(self, stores: Sequence[SsmStore]) -> dict[str, Reading]:
+        """Read ``stores`` (which share this store's client) with GetParameters, 10 names a
+        call; missing parameters read as missing. Keyed by store name."""
+        by_name = {store._parameter: store for store in stores}
+        names = list(by_name)
+        readings: dict[str, Reading] = {}
+        for start in range(0, len(names), _BATCH):
+            chunk = names[start : start + _BATCH]
+            try:
+                response = self._client.get_parameters(Names=chunk, WithDecryption=True)
+            except _AWS_ERRORS as exc:
+                raise self._error(exc, _GET_MANY) from exc
+            found = {p["Name"]: p for p in response.get("Parameters", []) if "Name" in p}
+            missing = set(response.get("InvalidParameters", []))
+            for name in chunk:
+                store = by_name[name]
+                if name in found and "Value" in found[name]:
+                    readings[store.name] = store._reading(found[name])
+                elif name in missing:
+                    readings[store.name] = Reading()
+                # else: not in the answer (cut off): the store reads itself later
+        return readings
+
+    def _reading(self, parameter: Mapping[str, Any]) -> Reading:
+        value = str(parameter["Value"])
         version = str(parameter["Version"]) if "Version" in parameter else None
         try:
             token = decode(value, self._fmt)

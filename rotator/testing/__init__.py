@@ -4,9 +4,11 @@ tokens, with no network beyond 127.0.0.1:
 * ``KeycloakStub``: a Keycloak-faithful OAuth2 token endpoint (client_credentials and
   refresh_token grants, Keycloak's errors) plus a protected resource that checks tokens;
 * ``FaultProxy``: a fault-injecting HTTP proxy (latency, stalls, resets, canned errors,
-  truncated bodies) to put in front of the stub or of a moto server.
+  truncated bodies) to put in front of the stub or of a moto server;
+* ``AwsLimitsProxy``: a ``FaultProxy`` for a moto server that enforces what moto does not
+  (the Secrets Manager version quota, value sizes, request rates, read-only replicas).
 
-Both use only the standard library. The names are imported lazily, so that
+All use only the standard library. The names are imported lazily, so that
 ``python -m rotator.testing.keycloak`` runs cleanly.
 """
 
@@ -17,10 +19,19 @@ from typing import TYPE_CHECKING
 from rotator._lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from rotator.testing.awslimits import AwsLimitsProxy, Refusal
     from rotator.testing.keycloak import KeycloakStub, TokenRequest, VerifyRequest
     from rotator.testing.proxy import FaultProxy, ProxiedRequest
 
-__all__ = ["FaultProxy", "KeycloakStub", "ProxiedRequest", "TokenRequest", "VerifyRequest"]
+__all__ = [
+    "AwsLimitsProxy",
+    "FaultProxy",
+    "KeycloakStub",
+    "ProxiedRequest",
+    "Refusal",
+    "TokenRequest",
+    "VerifyRequest",
+]
 
 __getattr__ = lazy_attributes(
     __name__,
@@ -30,5 +41,7 @@ __getattr__ = lazy_attributes(
         "VerifyRequest": "rotator.testing.keycloak",
         "FaultProxy": "rotator.testing.proxy",
         "ProxiedRequest": "rotator.testing.proxy",
+        "AwsLimitsProxy": "rotator.testing.awslimits",
+        "Refusal": "rotator.testing.awslimits",
     },
 )

@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         "ROTATOR_CLIENT_SECRET": secret,
         "ROTATOR_SECRETSMANAGER_SECRET_ID": SECRET_ID,
         "ROTATOR_SECRETSMANAGER_CREATE": "true",
+        # moto has no version quota; on AWS, 15 s tokens would be refused for Secrets Manager
+        # (rotator warns about this raised limit at start-up)
+        "ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY": "100000",
         "ROTATOR_SSM_PARAMETER": PARAMETER,
         "ROTATOR_VERIFY_URL": stub.verify_url,
         "ROTATOR_CREDENTIAL_NAME": "oms-demo",

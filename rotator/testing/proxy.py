@@ -34,7 +34,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from types import TracebackType
@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from rotator.testing.keycloak import _BodyError, _Handler, _public_host, _read_body, _TrackingServer
 
-__all__ = ["FaultProxy", "ProxiedRequest"]
+__all__ = ["FaultProxy", "ProxiedRequest", "Verdict"]
 
 _MAX_BODY = 64 << 20
 _HOP_BY_HOP = frozenset(
@@ -79,6 +79,19 @@ class ProxiedRequest:
     target: str | None
     fault: str | None
     status: int | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a subclass of FaultProxy decided about one request (see ``_screen``).
+
+    ``answer`` (status, headers, body) is sent instead of forwarding; ``name`` is then
+    logged as the request's ``fault``. ``settle`` hears the upstream's status of a
+    forwarded request."""
+
+    name: str = ""
+    answer: tuple[int, tuple[tuple[str, str], ...], bytes] | None = None
+    settle: Callable[[int | None], None] | None = None
 
 
 @dataclass
@@ -379,7 +392,11 @@ class FaultProxy:
         with self._lock:
             latency, fault = self._take(path, target)
             generation = self._generation
-            names = [rule.kind for rule in (latency, fault) if rule is not None]
+        names = [rule.kind for rule in (latency, fault) if rule is not None]
+        verdict = self._screen(handler, target, body) if fault is None else None
+        if verdict is not None and verdict.answer is not None:
+            names.append(verdict.name)
+        with self._lock:
             index = len(self._log)
             self._log.append(
                 ProxiedRequest(
@@ -394,8 +411,13 @@ class FaultProxy:
         if latency is not None and self._stopping.wait(latency.seconds):
             handler.close_connection = True
             return
-        if fault is None or fault.kind == "truncate":
-            self._forward(handler, index, path, body, fault)
+        if verdict is not None and verdict.answer is not None:
+            status, headers, data = verdict.answer
+            self._set_status(index, status)
+            handler.send_raw(status, headers, data)
+        elif fault is None or fault.kind == "truncate":
+            settle = verdict.settle if verdict is not None else None
+            self._forward(handler, index, path, body, fault, settle=settle)
         elif fault.kind == "fail":
             self._set_status(index, fault.status)
             handler.send_raw(fault.status, fault.headers, fault.body)
@@ -404,6 +426,12 @@ class FaultProxy:
             handler.close_connection = True
         else:
             self._reset(handler)
+
+    def _screen(self, handler: _Handler, target: str | None, body: bytes) -> Verdict | None:
+        """A subclass's say on a request that no fault claimed: answer it itself
+        (``Verdict.answer``) or forward it and hear the outcome (``Verdict.settle``, called
+        with the upstream's status, None when there was no answer). None: forward as is."""
+        return None
 
     def _set_status(self, index: int, status: int) -> None:
         """Log the status before the client can see it, so the log never lags behind."""
@@ -480,8 +508,17 @@ class FaultProxy:
             return response, data
 
     def _forward(
-        self, handler: _ProxyHandler, index: int, path: str, body: bytes, truncate: _Rule | None
+        self,
+        handler: _ProxyHandler,
+        index: int,
+        path: str,
+        body: bytes,
+        truncate: _Rule | None,
+        *,
+        settle: Callable[[int | None], None] | None = None,
     ) -> None:
+        """Forward the request; ``settle`` hears the upstream's status (None: no answer)
+        before the client does."""
         request_headers = _drop_hop_by_hop(
             list(handler.headers.items()), "content-length", "expect"
         )
@@ -492,6 +529,8 @@ class FaultProxy:
         try:
             response, data = self._exchange(handler, path, request_headers, send_body)
         except (OSError, http.client.HTTPException):
+            if settle is not None:
+                settle(None)
             if self._stopping.is_set():
                 handler.close_connection = True
                 return
@@ -501,6 +540,8 @@ class FaultProxy:
         response_headers = _drop_hop_by_hop(response.getheaders(), "content-length")
         status = response.status
         self._set_status(index, status)
+        if settle is not None:
+            settle(status)
         bodiless = handler.command == "HEAD" or status in (204, 304) or 100 <= status < 200
         if bodiless:
             length = response.getheader("Content-Length")

@@ -377,6 +377,9 @@ def markdown(r: dict[str, Any], chart_path: str | None) -> str:
     out += _daemon_md(r, chart_path)
     out += _calls_md(r)
     out += _reader_md(r)
+    aws_limits = Path(__file__).with_name("aws_limits.md")  # figures from the limits tests
+    if aws_limits.exists():
+        out += aws_limits.read_text().splitlines()
     out += [
         "## Method notes",
         "",

@@ -113,7 +113,7 @@ def _backend(kind: str, fmt: str, request: pytest.FixtureRequest, tmp_path: Path
             path.write_text(value, encoding="utf-8")
 
         return Backend(kind, fmt, make=lambda: FileStore(path, fmt=fmt), plant=plant)
-    aws = request.getfixturevalue("aws")
+    aws = request.getfixturevalue("aws_limits")  # moto behind AWS's real limits
     if kind == "secretsmanager":
         return Backend(
             kind,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rotator.testing import FaultProxy, KeycloakStub
+from rotator.testing import AwsLimitsProxy, FaultProxy, KeycloakStub
 from tests.harness.cli import CLIENT_ID, STUB_SECRET
 from tests.harness.factories import ProxyFactory, Spawn, StubFactory
 from tests.harness.leaks import CLIENT_ID as LEAK_CLIENT_ID
@@ -40,11 +40,12 @@ def make_stub() -> Iterator[StubFactory]:
 
 @pytest.fixture
 def make_proxy() -> Iterator[ProxyFactory]:
-    """``make_proxy(upstream, **kwargs)``: a started ``FaultProxy``; all stopped after."""
+    """``make_proxy(upstream, **kwargs)``: a started ``FaultProxy`` that also enforces AWS's
+    limits on AWS calls (``AwsLimitsProxy``); all stopped after."""
     proxies: list[FaultProxy] = []
 
     def make(upstream: str, **kwargs: Any) -> FaultProxy:
-        proxy = FaultProxy(upstream, **kwargs)
+        proxy = AwsLimitsProxy(upstream, **kwargs)
         proxies.append(proxy)
         return proxy.start()
 
