@@ -114,8 +114,14 @@ def import_jwks(admin: KeycloakAdmin, *keys: Key, alg: str = "RS256") -> dict[st
 
 
 @pytest.fixture
-def admin(kc: KeycloakServer) -> KeycloakAdmin:
-    return KeycloakAdmin(kc)
+def admin(kc: KeycloakServer) -> Iterator[KeycloakAdmin]:
+    """The admin API; the key client's keys and algorithm are put back afterwards, for the
+    other tests of the session (test_keycloak_jwt_clients.py uses the same client)."""
+    admin = KeycloakAdmin(kc)
+    before = admin.client(KEY_CLIENT).get("attributes", {})
+    names = ("use.jwks.url", "use.jwks.string", "jwks.string", "token.endpoint.auth.signing.alg")
+    yield admin
+    admin.update_client_attributes(KEY_CLIENT, {name: before.get(name, "") for name in names})
 
 
 @pytest.fixture
@@ -320,12 +326,16 @@ def test_keycloak_refuses_a_replayed_assertion(
     hs = sign(claims, SECRET.encode(), "HS256", None)
     assert post_assertion(kc, SECRET_CLIENT, hs).status_code == 200
     assert_reuse_refused(post_assertion(kc, SECRET_CLIENT, hs))
-    # One rotator sent (captured on the wire) cannot be replayed either, within its 60 s.
-    once = run_cli(["once"], key_env(kc, proxy, key.path, tmp_path / "token.json"))
-    assert once.returncode == 0, once.describe()
-    (seen,) = proxy.token_requests()
-    assert seen.status == 200
-    assert_reuse_refused(post_assertion(kc, KEY_CLIENT, seen.assertion))
+    # rotator: a new assertion per run (and per request: see the daemon tests); one it
+    # sent (captured on the wire) cannot be replayed either, within its 60 s.
+    env = key_env(kc, proxy, key.path, tmp_path / "token.json")
+    for _ in range(3):
+        once = run_cli(["once", "--force"], env)
+        assert once.returncode == 0, once.describe()
+    sent = proxy.token_requests()
+    assert [s.status for s in sent] == [200, 200, 200]
+    assert len({claims_of(s.assertion)["jti"] for s in sent}) == 3
+    assert_reuse_refused(post_assertion(kc, KEY_CLIENT, sent[0].assertion))
 
 
 # -- the daemon -------------------------------------------------------------------------------
