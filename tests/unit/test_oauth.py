@@ -270,6 +270,24 @@ def test_unexpected_status_is_invalid() -> None:
         ),
         (401, {"error": "invalid_client", "error_description": "Invalid client secret"}),
         (400, {"error": "invalid_client", "error_description": "Missing client_id"}),
+        # Keycloak 26 refusing an RFC 7523 assertion (issue 12): 400, not 401
+        (
+            400,
+            {
+                "error": "invalid_client",
+                "error_description": "Client authentication with signed JWT failed: "
+                "Signature on JWT token failed validation",
+            },
+        ),
+        (
+            400,
+            {
+                "error": "unauthorized_client",
+                "error_description": "Client authentication with client secret signed JWT "
+                "failed: Signature on JWT token by client secret  failed validation",
+            },
+        ),
+        (400, {"error": "invalid_client", "error_description": "Token reuse detected"}),
         (401, b"Unauthorized"),
     ],
 )

@@ -205,3 +205,40 @@ def test_client_secret_jwt_rereads_a_rotated_secret_once(clock: FakeClock, tmp_p
     with pytest.raises(CredentialsRejected):  # rejected, secret unchanged: final
         tc.client_credentials()
     assert len(session.sent) == 3
+
+
+# Keycloak 26 refuses a bad assertion with 400, not 401 (seen in test_keycloak_jwt.py).
+KEYCLOAK_REFUSALS = {
+    "signed-jwt": {
+        "error": "invalid_client",
+        "error_description": "Client authentication with signed JWT failed: "
+        "Signature on JWT token failed validation",
+    },
+    "unknown-kid": {"error": "invalid_client", "error_description": "Unable to load public key"},
+    "secret-jwt": {
+        "error": "unauthorized_client",
+        "error_description": "Client authentication with client secret signed JWT failed: "
+        "Signature on JWT token by client secret  failed validation",
+    },
+}
+
+
+@pytest.mark.parametrize("body", KEYCLOAK_REFUSALS.values(), ids=KEYCLOAK_REFUSALS.keys())
+@pytest.mark.parametrize("rotated", [False, True], ids=["same-key", "rotated-key"])
+def test_keycloak_400_refusal_is_a_rejection_with_one_reread(
+    clock: FakeClock, tmp_path: Path, body: dict[str, str], rotated: bool
+) -> None:
+    source = write(tmp_path / "key.pem", pem(rsa_key()))
+    session = FakeSession(FakeResponse.json(body, 400), ok())
+    if rotated:
+        session.on_send = lambda _r: write(source, pem(rsa_key(2048, 1)))
+    tc, _ = jwt_client(session, clock, source)
+    if rotated:
+        tc.client_credentials()  # re-read, changed: asked again at once
+        assert len(session.sent) == 2
+    else:
+        with pytest.raises(CredentialsRejected) as err:
+            tc.client_credentials()
+        assert err.value.exit_code == 3
+        assert (err.value.status, err.value.error) == (400, body["error"])
+        assert len(session.sent) == 1
