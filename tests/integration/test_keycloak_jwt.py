@@ -114,10 +114,10 @@ def import_jwks(admin: KeycloakAdmin, *keys: Key, alg: str = "RS256") -> dict[st
 
 
 @pytest.fixture
-def admin(kc: KeycloakServer) -> Iterator[KeycloakAdmin]:
+def admin(real_kc: KeycloakServer) -> Iterator[KeycloakAdmin]:
     """The admin API; the key client's keys and algorithm are put back afterwards, for the
     other tests of the session (test_keycloak_jwt_clients.py uses the same client)."""
-    admin = KeycloakAdmin(kc)
+    admin = KeycloakAdmin(real_kc)
     before = admin.client(KEY_CLIENT).get("attributes", {})
     names = ("use.jwks.url", "use.jwks.string", "jwks.string", "token.endpoint.auth.signing.alg")
     yield admin
@@ -125,17 +125,17 @@ def admin(kc: KeycloakServer) -> Iterator[KeycloakAdmin]:
 
 
 @pytest.fixture
-def jwks(kc: KeycloakServer) -> JwksValidator:
-    return JwksValidator(kc.jwks_url, issuer=kc.issuer)
+def jwks(real_kc: KeycloakServer) -> JwksValidator:
+    return JwksValidator(real_kc.jwks_url, issuer=real_kc.issuer)
 
 
 def key_env(
-    kc: KeycloakServer, proxy: RecordingProxy, key: Path, target: Path, **extra: str
+    real_kc: KeycloakServer, proxy: RecordingProxy, key: Path, target: Path, **extra: str
 ) -> dict[str, str]:
     return cli_env(
         None,
         HTTP_PROXY=proxy.url,
-        ROTATOR_TOKEN_URL=kc.token_url,
+        ROTATOR_TOKEN_URL=real_kc.token_url,
         ROTATOR_CLIENT_ID=KEY_CLIENT,
         ROTATOR_AUTH_METHOD="private_key_jwt",
         ROTATOR_PRIVATE_KEY_FILE=str(key),
@@ -145,11 +145,11 @@ def key_env(
 
 
 def secret_env(
-    kc: KeycloakServer, proxy: RecordingProxy, target: Path, secret: str = SECRET
+    real_kc: KeycloakServer, proxy: RecordingProxy, target: Path, secret: str = SECRET
 ) -> dict[str, str]:
     return cli_env(
         HTTP_PROXY=proxy.url,
-        ROTATOR_TOKEN_URL=kc.token_url,
+        ROTATOR_TOKEN_URL=real_kc.token_url,
         ROTATOR_CLIENT_ID=SECRET_CLIENT,
         ROTATOR_AUTH_METHOD="client_secret_jwt",
         ROTATOR_CLIENT_SECRET=secret,
@@ -157,10 +157,10 @@ def secret_env(
     )
 
 
-def check_token(kc: KeycloakServer, jwks: JwksValidator, token: str, client_id: str) -> None:
+def check_token(real_kc: KeycloakServer, jwks: JwksValidator, token: str, client_id: str) -> None:
     claims = jwks.validate(token, client_id=client_id)
     assert claims["exp"] - claims["iat"] == LIFESPAN
-    introspection = kc.introspect(token)
+    introspection = real_kc.introspect(token)
     assert introspection["active"] is True, introspection
     assert introspection["client_id"] == client_id
 
@@ -184,7 +184,7 @@ def pem_body(key: Key) -> list[str]:
 
 @pytest.mark.parametrize("alg", ["RS256", "ES256", "PS256"])
 def test_check_and_once_with_private_key_jwt(
-    kc: KeycloakServer,
+    real_kc: KeycloakServer,
     admin: KeycloakAdmin,
     jwks: JwksValidator,
     proxy: RecordingProxy,
@@ -195,7 +195,7 @@ def test_check_and_once_with_private_key_jwt(
     registered = import_jwks(admin, key, alg=alg)
     target = tmp_path / "token.json"
     env = key_env(
-        kc, proxy, key.path, target, ROTATOR_SIGNING_ALG=alg, ROTATOR_PRIVATE_KEY_ID=key.kid
+        real_kc, proxy, key.path, target, ROTATOR_SIGNING_ALG=alg, ROTATOR_PRIVATE_KEY_ID=key.kid
     )
 
     check = run_cli(["check"], env)
@@ -208,7 +208,7 @@ def test_check_and_once_with_private_key_jwt(
 
     once = run_cli(["once"], env)
     assert once.returncode == 0, once.describe()
-    check_token(kc, jwks, published_token(target) or "", KEY_CLIENT)
+    check_token(real_kc, jwks, published_token(target) or "", KEY_CLIENT)
     sent = [s for s in proxy.token_requests() if s.form.get("client_id") == KEY_CLIENT]
     assert [s.status for s in sent] == [200, 200]  # check's probe, then once's request
     for seen in sent:
@@ -225,28 +225,30 @@ def test_check_and_once_with_private_key_jwt(
 
 
 def test_once_with_client_secret_jwt(
-    kc: KeycloakServer, jwks: JwksValidator, proxy: RecordingProxy, tmp_path: Path
+    real_kc: KeycloakServer, jwks: JwksValidator, proxy: RecordingProxy, tmp_path: Path
 ) -> None:
     target = tmp_path / "token.json"
-    once = run_cli(["once"], secret_env(kc, proxy, target))
+    once = run_cli(["once"], secret_env(real_kc, proxy, target))
     assert once.returncode == 0, once.describe()
-    check_token(kc, jwks, published_token(target) or "", SECRET_CLIENT)
+    check_token(real_kc, jwks, published_token(target) or "", SECRET_CLIENT)
     (seen,) = proxy.token_requests()
     assert seen.status == 200
     assert "client_secret" not in seen.form  # the secret itself never travels
-    jwt.decode(seen.assertion, SECRET.encode(), algorithms=["HS256"], audience=kc.token_url)
+    jwt.decode(seen.assertion, SECRET.encode(), algorithms=["HS256"], audience=real_kc.token_url)
     assert_clean(once, SECRET)
 
 
 def test_one_imported_jwks_holds_the_old_and_the_new_key(
-    kc: KeycloakServer, admin: KeycloakAdmin, proxy: RecordingProxy, tmp_path: Path
+    real_kc: KeycloakServer, admin: KeycloakAdmin, proxy: RecordingProxy, tmp_path: Path
 ) -> None:
     """The README's rotation with a restart: both keys in one import, each found by kid."""
     old, new = keygen(tmp_path, "old"), keygen(tmp_path, "new")
     registered = import_jwks(admin, old, new)
     assert [jwk["kid"] for jwk in json.loads(registered["jwks"])["keys"]] == [old.kid, new.kid]
     for key in (old, new):
-        env = key_env(kc, proxy, key.path, tmp_path / "token.json", ROTATOR_PRIVATE_KEY_ID=key.kid)
+        env = key_env(
+            real_kc, proxy, key.path, tmp_path / "token.json", ROTATOR_PRIVATE_KEY_ID=key.kid
+        )
         result = run_cli(["once", "--force"], env)
         assert result.returncode == 0, result.describe()
     assert [s.status for s in proxy.token_requests()] == [200, 200]
@@ -257,14 +259,18 @@ def test_one_imported_jwks_holds_the_old_and_the_new_key(
 
 @pytest.mark.parametrize("method", ["private_key_jwt", "client_secret_jwt"])
 def test_a_wrong_key_or_secret_exits_3_after_one_request(
-    kc: KeycloakServer, admin: KeycloakAdmin, proxy: RecordingProxy, tmp_path: Path, method: str
+    real_kc: KeycloakServer,
+    admin: KeycloakAdmin,
+    proxy: RecordingProxy,
+    tmp_path: Path,
+    method: str,
 ) -> None:
     target = tmp_path / "token.json"
     if method == "private_key_jwt":
         registered = keygen(tmp_path, "registered")
         import_jwks(admin, registered)
         other = keygen(tmp_path, "other")  # signs under the registered key's kid
-        env = key_env(kc, proxy, other.path, target, ROTATOR_PRIVATE_KEY_ID=registered.kid)
+        env = key_env(real_kc, proxy, other.path, target, ROTATOR_PRIVATE_KEY_ID=registered.kid)
         error = "invalid_client"
         description = (
             "Client authentication with signed JWT failed: Signature on JWT token failed validation"
@@ -272,7 +278,7 @@ def test_a_wrong_key_or_secret_exits_3_after_one_request(
         secrets = pem_body(other)
     else:
         wrong = "not-the-" + SECRET
-        env = secret_env(kc, proxy, target, secret=wrong)
+        env = secret_env(real_kc, proxy, target, secret=wrong)
         error = "unauthorized_client"
         description = "Client authentication with client secret signed JWT failed"
         secrets = [wrong]
@@ -292,14 +298,14 @@ def test_a_wrong_key_or_secret_exits_3_after_one_request(
 # -- replay -----------------------------------------------------------------------------------
 
 
-def post_assertion(kc: KeycloakServer, client_id: str, assertion: str) -> requests.Response:
+def post_assertion(real_kc: KeycloakServer, client_id: str, assertion: str) -> requests.Response:
     form = {
         "grant_type": "client_credentials",
         "client_id": client_id,
         "client_assertion_type": ASSERTION_TYPE,
         "client_assertion": assertion,
     }
-    return requests.post(kc.token_url, data=form, timeout=30)
+    return requests.post(real_kc.token_url, data=form, timeout=30)
 
 
 def assert_reuse_refused(response: requests.Response) -> None:
@@ -311,31 +317,31 @@ def assert_reuse_refused(response: requests.Response) -> None:
 
 
 def test_keycloak_refuses_a_replayed_assertion(
-    kc: KeycloakServer, admin: KeycloakAdmin, proxy: RecordingProxy, tmp_path: Path
+    real_kc: KeycloakServer, admin: KeycloakAdmin, proxy: RecordingProxy, tmp_path: Path
 ) -> None:
     key = keygen(tmp_path, "oms")
     import_jwks(admin, key)
     # One made by rotator.assertion, sent by hand: accepted once, then refused.
     now = datetime.now(UTC)
-    claims = assertion_claims(KEY_CLIENT, kc.token_url, now, timedelta(seconds=60))
+    claims = assertion_claims(KEY_CLIENT, real_kc.token_url, now, timedelta(seconds=60))
     mine = sign(claims, key.private, "RS256", key.kid)
-    assert post_assertion(kc, KEY_CLIENT, mine).status_code == 200
-    assert_reuse_refused(post_assertion(kc, KEY_CLIENT, mine))
+    assert post_assertion(real_kc, KEY_CLIENT, mine).status_code == 200
+    assert_reuse_refused(post_assertion(real_kc, KEY_CLIENT, mine))
     # The same for client_secret_jwt.
-    claims = assertion_claims(SECRET_CLIENT, kc.token_url, now, timedelta(seconds=60))
+    claims = assertion_claims(SECRET_CLIENT, real_kc.token_url, now, timedelta(seconds=60))
     hs = sign(claims, SECRET.encode(), "HS256", None)
-    assert post_assertion(kc, SECRET_CLIENT, hs).status_code == 200
-    assert_reuse_refused(post_assertion(kc, SECRET_CLIENT, hs))
+    assert post_assertion(real_kc, SECRET_CLIENT, hs).status_code == 200
+    assert_reuse_refused(post_assertion(real_kc, SECRET_CLIENT, hs))
     # rotator: a new assertion per run (and per request: see the daemon tests); one it
     # sent (captured on the wire) cannot be replayed either, within its 60 s.
-    env = key_env(kc, proxy, key.path, tmp_path / "token.json")
+    env = key_env(real_kc, proxy, key.path, tmp_path / "token.json")
     for _ in range(3):
         once = run_cli(["once", "--force"], env)
         assert once.returncode == 0, once.describe()
     sent = proxy.token_requests()
     assert [s.status for s in sent] == [200, 200, 200]
     assert len({claims_of(s.assertion)["jti"] for s in sent}) == 3
-    assert_reuse_refused(post_assertion(kc, KEY_CLIENT, sent[0].assertion))
+    assert_reuse_refused(post_assertion(real_kc, KEY_CLIENT, sent[0].assertion))
 
 
 # -- the daemon -------------------------------------------------------------------------------
@@ -357,7 +363,7 @@ def watch(daemon: Daemon, target: Path, until: int, check: Any, timeout: float =
 
 @pytest.mark.parametrize("method", ["private_key_jwt", "client_secret_jwt"])
 def test_daemon_rotates_with_a_new_assertion_each_time(
-    kc: KeycloakServer,
+    real_kc: KeycloakServer,
     admin: KeycloakAdmin,
     jwks: JwksValidator,
     proxy: RecordingProxy,
@@ -368,11 +374,11 @@ def test_daemon_rotates_with_a_new_assertion_each_time(
     if method == "private_key_jwt":
         key = keygen(tmp_path, "oms")
         import_jwks(admin, key)
-        env, client = key_env(kc, proxy, key.path, target), KEY_CLIENT
+        env, client = key_env(real_kc, proxy, key.path, target), KEY_CLIENT
     else:
-        env, client = secret_env(kc, proxy, target), SECRET_CLIENT
+        env, client = secret_env(real_kc, proxy, target), SECRET_CLIENT
     with Daemon(env, tmp_path / "out") as daemon:
-        tokens = watch(daemon, target, 3, lambda t: check_token(kc, jwks, t, client))
+        tokens = watch(daemon, target, 3, lambda t: check_token(real_kc, jwks, t, client))
         result = daemon.stop()
     assert result.returncode == 0, result.describe()
     assert len(tokens) == 3, result.describe()
@@ -384,7 +390,7 @@ def test_daemon_rotates_with_a_new_assertion_each_time(
 
 
 def test_a_new_key_is_picked_up_without_a_restart(
-    kc: KeycloakServer,
+    real_kc: KeycloakServer,
     admin: KeycloakAdmin,
     jwks: JwksValidator,
     proxy: RecordingProxy,
@@ -404,7 +410,7 @@ def test_a_new_key_is_picked_up_without_a_restart(
         f"""
 [[credentials]]
 name = "oms"
-token_url = {json.dumps(kc.token_url)}
+token_url = {json.dumps(real_kc.token_url)}
 client_id = "{KEY_CLIENT}"
 auth_method = "private_key_jwt"
 private_key_secretsmanager = "oms/jwt-key"
@@ -416,7 +422,7 @@ path = {json.dumps(str(target))}
     env = cli_env(aws, ROTATOR_CONFIG=str(config), HTTP_PROXY=proxy.url)
 
     def check(token: str) -> None:
-        check_token(kc, jwks, token, KEY_CLIENT)
+        check_token(real_kc, jwks, token, KEY_CLIENT)
 
     with Daemon(env, tmp_path / "out") as daemon:
         assert len(watch(daemon, target, 1, check)) == 1, daemon.stderr_text()
