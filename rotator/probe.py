@@ -130,10 +130,10 @@ def _exchange(
     import requests
 
     late = ProbeResult(ERROR, f"{where}: no answer within the {options.deadline:g} s deadline")
+    send = session.post if method == "POST" else session.get
     with Deadline(options.deadline) as limit:
         try:
-            response = session.request(
-                method,
+            response = send(
                 url,
                 timeout=options.timeout,
                 verify=options.verify,
@@ -146,11 +146,14 @@ def _exchange(
             if limit.expired():
                 return late
             return ProbeResult(ERROR, f"{where} is unreachable ({type(exc).__name__})")
+        body = b""
         try:
-            body = (
-                response.raw.read(MAX_BODY_BYTES, decode_content=True) if method == "POST" else b""
-            )
-        except Exception as exc:  # a cut-off body is a failed probe, nothing more
+            if method == "POST":  # a GET's status is all we need
+                for chunk in response.iter_content(chunk_size=4096):
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES or limit.expired():
+                        return ProbeResult(ERROR, f"{where}: answer too large or too slow")
+        except requests.RequestException as exc:
             return late if limit.expired() else ProbeResult(ERROR, f"{where}: {type(exc).__name__}")
         finally:
             response.close()
