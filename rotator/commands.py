@@ -276,7 +276,7 @@ def run(
         max_workers=settings.workers,
         job_deadlines={cred.name: job_deadline(cred) for cred in settings.credentials},
         probe_intervals={cred.name: probe_interval(cred) for cred in settings.credentials},
-        advise=lambda name, token: _advise(app, app.settings.credential(name), token),
+        advise=lambda name, token: _advise_current(app, name, token),
     )
     register = getattr(app.observer, "register", None)
     forget = getattr(app.observer, "forget", None)
@@ -327,6 +327,14 @@ def run(
             server.stop()
     log.info("daemon stopped")
     return EXIT_OK
+
+
+def _advise_current(app: App, name: str, token: Token) -> str | None:
+    """Advice for a credential of the running configuration (a reload may have removed it)."""
+    for credential in app.settings.credentials:
+        if credential.name == name:
+            return _advise(app, credential, token)
+    return None
 
 
 def _advise(app: App, credential: Credential, token: Token) -> str | None:

@@ -276,12 +276,9 @@ class HealthServer:
             revoked = rotator.is_revoked  # refused early, not replaced yet
             ok = left is not None and left > margin and not behind and not revoked
             ready = ready and ok
-            creds[rotator.name] = {
-                "ready": ok,
-                "seconds_left": left,
-                "targets_behind": behind,
-                "revoked": revoked,
-            }
+            creds[rotator.name] = {"ready": ok, "seconds_left": left, "targets_behind": behind}
+            if revoked:
+                creds[rotator.name]["revoked"] = True
         return ready, {"status": "ready" if ready else "not ready", "credentials": creds}
 
 

@@ -216,15 +216,16 @@ class Daemon:
             self._probe_intervals.update(probe_intervals or {})
             now = self._clock.now()
             for rotator in add:
-                self.rotators.append(rotator)
-                self.states[rotator.name] = JobState()
+                # new containers, never mutated in place: health handlers iterate them
+                self.rotators = [*self.rotators, rotator]
+                self.states = {**self.states, rotator.name: JobState()}
                 if self._started.is_set():
                     self._schedule(rotator, now)
                     self._schedule_probe(rotator)
 
     def _stop_chain(self, name: str) -> None:
         self.rotators = [r for r in self.rotators if r.name != name]
-        self.states.pop(name, None)
+        self.states = {k: v for k, v in self.states.items() if k != name}
         self._backoffs.pop(name, None)
         self._job_deadlines.pop(name, None)
         self._probe_intervals.pop(name, None)
