@@ -22,7 +22,15 @@ import pytest
 
 from rotator.testing import KeycloakStub
 from tests.fixtures.aws import AwsEnv
-from tests.fixtures.procs import Daemon, StoreWatcher, cli_env, file_reader, secretsmanager_reader
+from tests.fixtures.procs import (
+    Daemon,
+    Reader,
+    StoreWatcher,
+    cli_env,
+    file_reader,
+    secretsmanager_reader,
+    ssm_reader,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -141,23 +149,38 @@ def test_a_revoked_token_is_replaced_with_exactly_one_token_request(
     )
 
 
+def replica_target(kind: str, aws: AwsEnv, tmp_path: Path) -> tuple[dict[str, str], Reader]:
+    if kind == "secretsmanager":
+        env = {
+            "ROTATOR_SECRETSMANAGER_SECRET_ID": "revocation/token",
+            "ROTATOR_SECRETSMANAGER_CREATE": "true",
+        }
+        return env, secretsmanager_reader(aws, "revocation/token")
+    if kind == "ssm":
+        return {"ROTATOR_SSM_PARAMETER": "/revocation/token"}, ssm_reader(aws, "/revocation/token")
+    path = tmp_path / "token.json"
+    return {"ROTATOR_FILE_PATH": str(path)}, file_reader(path)
+
+
+@pytest.mark.parametrize("kind", ["secretsmanager", "ssm", "file"])
 def test_three_replicas_replace_a_revoked_token_with_at_most_two_requests(
+    kind: str,
     aws: AwsEnv,
     stub: KeycloakStub,
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
+    target, read = replica_target(kind, aws, tmp_path)
     env = cli_env(
         aws,
         ROTATOR_TOKEN_URL=stub.token_url,
         ROTATOR_CLIENT_ID=CLIENT_ID,
         ROTATOR_CLIENT_SECRET=CLIENT_SECRET,
-        ROTATOR_SECRETSMANAGER_SECRET_ID="revocation/token",
-        ROTATOR_SECRETSMANAGER_CREATE="true",
         ROTATOR_VERIFY_URL=stub.verify_url,
         ROTATOR_PROBE_INTERVAL_SECONDS=str(PROBE_INTERVAL),
+        **target,
     )
-    watcher = StoreWatcher("sm", secretsmanager_reader(aws, "revocation/token"), interval=0.02)
+    watcher = StoreWatcher(kind, read, interval=0.02)
     daemons: list[Daemon] = []
     with watcher:
         try:
@@ -194,12 +217,13 @@ def test_three_replicas_replace_a_revoked_token_with_at_most_two_requests(
     verdict = watcher.check(stub.issued_tokens())
     figures = {
         "replicas": 3,
+        "target": kind,
         "cold_start_requests": cold,
         "extra_requests_for_one_revocation": extra,
         "revocation_to_replacement_seconds": round(replaced_at - revoked_at, 3),
         "tokens_published_after_revocation": len(watcher.distinct_tokens()) - len(published),
     }
-    report("replicas", tmp_path_factory, figures)
+    report(f"replicas-{kind}", tmp_path_factory, figures)
     assert [r.returncode for r in results] == [0, 0, 0], [r.describe() for r in results]
     assert not verdict.problems, verdict.problems[:5]
     assert 1 <= extra <= 2, figures
