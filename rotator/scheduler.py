@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,9 @@ STUCK_MARGIN = timedelta(seconds=60)
 # The shortest gap between two runs of one credential: a schedule that keeps
 # saying "now" (a token that is due as soon as it is issued) cannot spin.
 MIN_GAP_SECONDS = 0.2
+
+# Probes come up to this fraction of the interval early, at random (see _schedule_probe).
+PROBE_JITTER = 0.2
 
 
 def _ms(at: datetime) -> str:
@@ -81,6 +85,7 @@ class Daemon:
         job_deadlines: Mapping[str, timedelta] | None = None,
         probe_intervals: Mapping[str, timedelta] | None = None,
         on_poll: Callable[[], None] | None = None,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.rotators = list(rotators)
         self.states = {r.name: JobState() for r in self.rotators}
@@ -106,6 +111,7 @@ class Daemon:
         self._advised: set[str] = set()
         self._probe_intervals = dict(probe_intervals or {})
         self._on_poll = on_poll
+        self._rng = rng
         self._lock = threading.RLock()  # the set of rotators, against apply()
 
     @property
@@ -138,7 +144,7 @@ class Daemon:
         now = self._clock.now()
         for rotator in self.rotators:
             self._schedule(rotator, now)
-            self._schedule_probe(rotator)
+            self._schedule_probe(rotator, first=True)
         self._started.set()
 
     def run_until_stopped(self, poll: float = 1.0) -> None:
@@ -221,7 +227,7 @@ class Daemon:
                 self.states = {**self.states, rotator.name: JobState()}
                 if self._started.is_set():
                     self._schedule(rotator, now)
-                    self._schedule_probe(rotator)
+                    self._schedule_probe(rotator, first=True)
 
     def _stop_chain(self, name: str) -> None:
         self.rotators = [r for r in self.rotators if r.name != name]
@@ -245,10 +251,14 @@ class Daemon:
 
     # -- the probe
 
-    def _schedule_probe(self, rotator: CredentialRotator) -> None:
+    def _schedule_probe(self, rotator: CredentialRotator, *, first: bool = False) -> None:
+        """The next probe: never later than the interval, and at a random phase (the
+        first one anywhere within it, later ones 0-20 % early) so that replicas
+        started together do not all probe, and all replace a revoked token, at once."""
         interval = self._probe_intervals.get(rotator.name)
         if rotator.probe is None or not interval or self.stop_event.is_set():
             return
+        interval *= self._rng() if first else 1 - PROBE_JITTER * self._rng()
         with self._lock:
             if not self._is_current(rotator):
                 return

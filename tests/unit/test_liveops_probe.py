@@ -260,6 +260,7 @@ def _daemon(
         observer=observer,
         scheduler_now=clock.now,
         probe_intervals={"oms": timedelta(seconds=interval)},
+        rng=lambda: 0.5,
     )
     scheduler = JobScheduler()
     daemon._scheduler = scheduler
@@ -279,7 +280,7 @@ def test_the_probe_chain_replaces_a_revoked_token_at_once(clock: FakeClock) -> N
     daemon._schedule_probe(rot)
     scheduler.take(scheduler.pending("oms#")[0])  # the first rotation
     (probe_job,) = scheduler.pending("oms#probe")
-    assert probe_job.run_date == clock.now() + timedelta(seconds=60)
+    assert probe_job.run_date == clock.now() + timedelta(seconds=54)  # 60 s, 10 % early
     (planned,) = _runs(scheduler)
     assert planned.run_date > clock.now() + timedelta(seconds=200)
 
@@ -332,3 +333,15 @@ def test_the_daemon_never_loops_when_every_new_token_is_refused(clock: FakeClock
     # that ends the loop: 15 in 300 s, one token request each, never a loop.
     assert fetcher.calls - 1 == 15
     assert rot.is_revoked and daemon.states["oms"].consecutive_failures == fetcher.calls - 1
+
+
+@pytest.mark.parametrize(("draw", "first", "later"), [(0.0, 0.0, 60.0), (0.99, 59.4, 48.12)])
+def test_probes_come_at_a_random_phase_never_later_than_the_interval(
+    clock: FakeClock, draw: float, first: float, later: float
+) -> None:
+    daemon, rot, _, scheduler, _ = _daemon(clock, ScriptedProbe(lambda t: ACTIVE))
+    daemon._rng = lambda: draw
+    daemon._schedule_probe(rot, first=True)
+    daemon._schedule_probe(rot)
+    offsets = [(j.run_date - clock.now()).total_seconds() for j in scheduler.jobs]
+    assert offsets == pytest.approx([first, later])
