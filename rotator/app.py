@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from rotator.assertion import ClientAuth
     from rotator.keysource import KeyProvider
     from rotator.pacing import Pacers
+    from rotator.probe import Probe
     from rotator.token import Token
 
 SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
@@ -314,6 +315,31 @@ class App:
 
         return verify
 
+    def probe(self, credential: Credential) -> Probe | None:
+        """The published-token probe (verify_url or RFC 7662 introspection), if any."""
+        from rotator import probe
+
+        url = credential.probe_url
+        if url is None:
+            return None
+        options = probe.HttpOptions(
+            timeout=timeouts_of(credential),
+            verify=tls_verify(credential.ca_bundle, self.env),
+            proxies=self.proxies(url),
+            deadline=credential.refresh.request_deadline_seconds,
+        )
+        if credential.probe == "introspection":
+            return probe.introspection_probe(
+                self.http(), url, self.token_client(credential), options
+            )
+        return probe.verify_probe(self.http(), url, options)
+
+    def forget(self, name: str) -> None:
+        """Drop what is cached for a credential (its secret and key sources): a reload
+        changed or removed it."""
+        self._secrets.pop(name, None)
+        self._keys.pop(name, None)
+
     def rotator(self, credential: Credential) -> CredentialRotator:
         from rotator.stores.quota import gate_for
 
@@ -332,6 +358,7 @@ class App:
             verify=self.verifier(credential),
             observer=self.observer,
             gate=gate_for(credential, schedule, self.clock, self.env),
+            probe=self.probe(credential),
         )
 
     def backoff(self, credential: Credential | None = None) -> Backoff:
@@ -377,6 +404,13 @@ def job_deadline(credential: Credential) -> timedelta:
     aws_calls = 2 * len(credential.targets) + 1
     seconds = 4 * refresh.request_deadline_seconds + aws_calls * (connect + read)
     return timedelta(seconds=seconds)
+
+
+def probe_interval(credential: Credential) -> timedelta:
+    """How often the daemon probes the published token (zero: never)."""
+    if credential.probe_url is None:
+        return timedelta(0)
+    return timedelta(seconds=credential.probe_interval_seconds)
 
 
 def write_rate_advice(credential: Credential, token: Token) -> str | None:

@@ -199,7 +199,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from rotator.status import status
 
         return status(app, as_json=args.json)
-    return commands.run(app, metrics_port=args.metrics_port)
+    path = args.config or os.environ.get("ROTATOR_CONFIG") or None
+    return commands.run(
+        app,
+        metrics_port=args.metrics_port,
+        load=lambda: config.load(args.config),
+        config_path=path,
+    )
 
 
 def _interval(args: argparse.Namespace) -> float | None:

@@ -13,7 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from rotator.app import App, build_store, capacity, job_deadline, timeouts_of, write_rate_advice
+from rotator.app import (
+    App,
+    build_store,
+    capacity,
+    job_deadline,
+    probe_interval,
+    timeouts_of,
+    write_rate_advice,
+)
 from rotator.clock import format_instant
 from rotator.config import Credential
 from rotator.errors import (
@@ -271,14 +279,24 @@ def _describe_key(app: App, cred: Credential) -> str:
 # ---------------------------------------------------------------- run
 
 
-def run(app: App, *, metrics_port: int | None = None) -> int:
+def run(
+    app: App,
+    *,
+    metrics_port: int | None = None,
+    load: Callable[[], Any] | None = None,
+    config_path: str | None = None,
+) -> int:
+    """The daemon. `load` re-reads the configuration on SIGHUP or when the file at
+    `config_path` changes (see rotator.reload)."""
+    from pathlib import Path
+
+    from rotator.reload import Plan, Reloader
     from rotator.scheduler import Daemon
 
     settings = app.settings
     sweep_file_targets(app)
     rotators = [app.rotator(cred) for cred in settings.credentials]
     seed_batched(rotators)
-    by_name = {c.name: c for c in settings.credentials}
     daemon = Daemon(
         rotators,
         clock=app.clock,
@@ -287,12 +305,33 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
         stop_event=app.stop_event,
         max_workers=settings.workers,
         job_deadlines={cred.name: job_deadline(cred) for cred in settings.credentials},
-        advise=lambda name, token: _advise(app, by_name[name], token),
+        probe_intervals={cred.name: probe_interval(cred) for cred in settings.credentials},
+        advise=lambda name, token: _advise_current(app, name, token),
     )
     register = getattr(app.observer, "register", None)
+    forget = getattr(app.observer, "forget", None)
     if register is not None:
         for cred in settings.credentials:
             register(cred.name)
+
+    def on_apply(plan: Plan) -> None:
+        for name in plan.removed:
+            if forget is not None:
+                forget(name)
+        for name in plan.added:
+            if register is not None:
+                register(name)
+
+    if load is not None:
+        reloader = Reloader(
+            app,
+            daemon,
+            load=load,
+            path=Path(config_path) if config_path else None,
+            on_apply=on_apply,
+        )
+        daemon.set_poll(reloader.poll)
+        _install_reload_handler(reloader.requested)
     _install_signal_handlers(app.stop_event)
     server = None
     port = metrics_port if metrics_port is not None else settings.metrics_port
@@ -320,6 +359,14 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
     return EXIT_OK
 
 
+def _advise_current(app: App, name: str, token: Token) -> str | None:
+    """Advice for a credential of the running configuration (a reload may have removed it)."""
+    for credential in app.settings.credentials:
+        if credential.name == name:
+            return _advise(app, credential, token)
+    return None
+
+
 def _advise(app: App, credential: Credential, token: Token) -> str | None:
     """Secrets Manager write-rate: a gauge for dashboards and, if too fast, a warning."""
     if any(t.type == "secretsmanager" for t in credential.targets):
@@ -327,6 +374,17 @@ def _advise(app: App, credential: Credential, token: Token) -> str | None:
         if gauge is not None:
             gauge(credential.name, token.lifetime.total_seconds() * credential.refresh.ratio)
     return write_rate_advice(credential, token)
+
+
+def _install_reload_handler(requested: threading.Event) -> None:
+    """SIGHUP asks the daemon's poll loop to reload the configuration."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        requested.set()
+
+    signal.signal(signal.SIGHUP, handler)
 
 
 def _install_signal_handlers(event: threading.Event) -> None:

@@ -80,7 +80,13 @@ ENV_KEYS = (
     "ROTATOR_LOG_LEVEL",
     "ROTATOR_LOG_FORMAT",
     "ROTATOR_ONCE_INTERVAL",
+    "ROTATOR_PROBE",
+    "ROTATOR_PROBE_INTERVAL_SECONDS",
 )
+# How the daemon checks that the published token still works (issue 13).
+PROBES = ("verify_url", "introspection", "off")
+PROBE_INTERVAL_SECONDS = 60.0
+INTROSPECTION_SUFFIX = "/introspect"
 
 _FILE_ONLY_ENV = ("ROTATOR_FILE_MODE", "ROTATOR_FILE_OWNER", "ROTATOR_FILE_GROUP")
 
@@ -145,6 +151,20 @@ class Credential:
     refresh: Refresh = field(default_factory=Refresh)
     jwt: JwtAuth | None = None  # set for client_secret_jwt and private_key_jwt
     extra_params: tuple[tuple[str, str], ...] = ()  # extra token-request form fields
+    # The published-token probe: "verify_url" (GET it), "introspection" (RFC 7662) or
+    # "off"; None when verify_url is unset and no probe was asked for.
+    probe: str | None = None
+    probe_interval_seconds: float = PROBE_INTERVAL_SECONDS  # 0: no probe
+    introspection_url: str | None = None
+
+    @property
+    def probe_url(self) -> str | None:
+        """What the probe asks, or None when the credential is not probed."""
+        if self.probe_interval_seconds <= 0 or self.probe in (None, "off"):
+            return None
+        if self.probe == "introspection":
+            return self.introspection_url or self.token_url + INTROSPECTION_SUFFIX
+        return self.verify_url
 
 
 @dataclass(frozen=True)
@@ -312,6 +332,9 @@ _CRED_KEYS = {
     "signing_alg",
     "assertion_lifetime_seconds",
     "extra_params",
+    "probe",
+    "probe_interval_seconds",
+    "introspection_url",
 }
 _REFRESH_KEYS = set(Refresh.__dataclass_fields__)
 
@@ -378,7 +401,36 @@ def _credential(item: Any, where: str, *, require_client: bool) -> Credential:
         refresh=_refresh(refresh_raw, f"{where}.refresh"),
         jwt=jwt,
         extra_params=extra_params(item.get("extra_params", {}), f"{where}.extra_params"),
+        **probe_settings(
+            item.get("probe"),
+            item.get("probe_interval_seconds", PROBE_INTERVAL_SECONDS),
+            item.get("introspection_url"),
+            has_verify_url=verify_url is not None,
+            where=where,
+        ),
     )
+
+
+def probe_settings(
+    probe: Any, interval: Any, introspection_url: Any, *, has_verify_url: bool, where: str
+) -> dict[str, Any]:
+    """The probe keys of one credential, checked together."""
+    key = f"{where}." if where else ""
+    chosen = None if probe is None else _choice(probe, PROBES, f"{key}probe")
+    if chosen is None and has_verify_url:
+        chosen = "verify_url"
+    if chosen == "verify_url" and not has_verify_url:
+        raise ConfigError(f'{key}probe = "verify_url" needs a verify_url')
+    url = None
+    if introspection_url is not None:
+        if chosen != "introspection":
+            raise ConfigError(f'{key}introspection_url applies only to probe = "introspection"')
+        url = _url(introspection_url, f"{key}introspection_url")
+    return {
+        "probe": chosen,
+        "probe_interval_seconds": _seconds(interval, f"{key}probe_interval_seconds", zero_ok=True),
+        "introspection_url": url,
+    }
 
 
 def _jwt_auth(
@@ -618,8 +670,33 @@ def from_env(env: Mapping[str, str], *, require_client: bool = True) -> Settings
         auth_method=auth_method,
         verify_url=None if verify_url is None else _url(verify_url, "ROTATOR_VERIFY_URL"),
         jwt=jwt,
+        **_probe_from_env(env, has_verify_url=verify_url is not None),
     )
     return with_process_env(Settings(credentials=(credential,), source="environment"), env)
+
+
+def _probe_from_env(env: Mapping[str, str], *, has_verify_url: bool) -> dict[str, Any]:
+    """ROTATOR_PROBE and ROTATOR_PROBE_INTERVAL_SECONDS, checked as their TOML keys."""
+    raw = env.get("ROTATOR_PROBE_INTERVAL_SECONDS") or None
+    interval: Any = PROBE_INTERVAL_SECONDS
+    if raw is not None:
+        try:
+            interval = float(raw) if raw.strip().isascii() else raw
+        except ValueError:
+            interval = raw  # _seconds names it
+    try:
+        return probe_settings(
+            env.get("ROTATOR_PROBE") or None,
+            interval,
+            None,
+            has_verify_url=has_verify_url,
+            where="",
+        )
+    except ConfigError as exc:
+        message = str(exc).replace("probe_interval_seconds", "ROTATOR_PROBE_INTERVAL_SECONDS")
+        message = message.replace("probe must", "ROTATOR_PROBE must")
+        message = message.replace('probe = "verify_url"', "ROTATOR_PROBE=verify_url")
+        raise ConfigError(message) from None
 
 
 def is_known_env_name(name: str) -> bool:

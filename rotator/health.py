@@ -92,10 +92,61 @@ class Metrics:
             registry=r,
         )
 
+        self.probes = Counter(
+            "rotator_probes_total",
+            "Probes of the published token by outcome (active, revoked, error).",
+            ["credential", "outcome"],
+            registry=r,
+        )
+        self.revocations = Counter(
+            "rotator_revocations_total",
+            "Published tokens found refused before their expiry (replaced at once).",
+            ["credential"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "rotator_config_reloads_total",
+            "Configuration reloads by result (applied, unchanged, refused).",
+            ["result"],
+            registry=r,
+        )
+
     def register(self, credential: str) -> None:
         """Create a credential's series up front, so the first retry is visible to rate()."""
         self.retries.labels(credential)
         self.rotations.labels(credential, "error")
+        self.revocations.labels(credential)
+
+    def forget(self, credential: str) -> None:
+        """Remove every series of a credential (removed from the configuration)."""
+        for collector in (
+            self.expiry,
+            self.next_rotation,
+            self.last_success,
+            self.healthy,
+            self.rotations,
+            self.token_requests,
+            self.publishes,
+            self.retries,
+            self.sm_interval,
+            self.probes,
+            self.revocations,
+        ):
+            names = list(collector._labelnames)
+            where = names.index("credential")
+            with collector._lock:
+                labelsets = [key for key in collector._metrics if key[where] == credential]
+            for labels in labelsets:
+                collector.remove(*labels)
+
+    def probe(self, credential: str, outcome: str) -> None:
+        self.probes.labels(credential, outcome).inc()
+
+    def revocation(self, credential: str) -> None:
+        self.revocations.labels(credential).inc()
+
+    def reload(self, result: str) -> None:
+        self.reloads.labels(result).inc()
 
     def token_request(self, credential: str, grant: str, outcome: str) -> None:
         self.token_requests.labels(credential, grant, outcome).inc()
@@ -224,11 +275,14 @@ class HealthServer:
             left = None if token is None else (token.expires_at - now).total_seconds()
             behind = sorted(rotator.pending_targets)
             held = sorted(rotator.held)  # refused by a quota: the details are in the log
-            ok = left is not None and left > margin and not behind and not held
+            revoked = rotator.is_revoked  # refused early, not replaced yet
+            ok = left is not None and left > margin and not behind and not held and not revoked
             ready = ready and ok
             creds[rotator.name] = {"ready": ok, "seconds_left": left, "targets_behind": behind}
             if held:
                 creds[rotator.name]["targets_refused"] = held
+            if revoked:
+                creds[rotator.name]["revoked"] = True
         return ready, {"status": "ready" if ready else "not ready", "credentials": creds}
 
 

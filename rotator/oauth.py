@@ -365,24 +365,33 @@ class TokenClient:
         self._reresolve()
         return self._secret().reveal() != used.reveal()
 
+    def authenticate(self, form: dict[str, str]) -> tuple[dict[str, Any], tuple[str, str] | None]:
+        """`form` with this client's authentication (post, basic or an RFC 7523
+        assertion), and the Basic auth pair if any: for the realm's other endpoints
+        (RFC 7662 introspection), which take the same client authentication."""
+        secret = self._secret() if self._client_auth is None else None
+        return self._with_auth(dict(form), secret)
+
+    def _with_auth(
+        self, data: dict[str, Any], client_secret: Secret | None
+    ) -> tuple[dict[str, Any], tuple[str, str] | None]:
+        if self._client_auth is not None:
+            return self._client_auth.apply(data), None
+        assert client_secret is not None
+        if self._auth_method == "client_secret_basic":
+            # RFC 6749 2.3.1: both parts form-urlencoded before Basic encoding.
+            from urllib.parse import quote_plus
+
+            return data, (quote_plus(self._client_id), quote_plus(client_secret.reveal()))
+        return {**data, "client_id": self._client_id, "client_secret": client_secret.reveal()}, None
+
     def _post_with(
         self, client_secret: Secret | None, form: dict[str, str], grant_type: str
     ) -> Grant:
         import requests
 
-        data: dict[str, Any] = {**self._extra, **form}  # config refused any overlap
-        auth: tuple[str, str] | None = None
-        if self._client_auth is not None:
-            data = self._client_auth.apply(data)
-        elif self._auth_method == "client_secret_basic":
-            # RFC 6749 2.3.1: both parts form-urlencoded before Basic encoding.
-            from urllib.parse import quote_plus
-
-            assert client_secret is not None
-            auth = (quote_plus(self._client_id), quote_plus(client_secret.reveal()))
-        else:
-            assert client_secret is not None
-            data = {**data, "client_id": self._client_id, "client_secret": client_secret.reveal()}
+        # config refused any overlap of extra_params and the fields we set
+        data, auth = self._with_auth({**self._extra, **form}, client_secret)
         sent_at = self._clock.now()
         where = f"token endpoint {safe_url(self._url)}"
         with Deadline(self._deadline) as deadline:

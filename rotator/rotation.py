@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from rotator.clock import Clock, format_instant
-from rotator.errors import RotatorError, StoreError
+from rotator.errors import RotatorError, StoreError, VerificationFailed
 from rotator.oauth import Grant
+from rotator.probe import Probe
 from rotator.secret import scrub
 from rotator.stores.base import Reading, TokenStore
 from rotator.token import Token
@@ -210,6 +211,7 @@ class StepResult:
     action: str
     token: Token
     targets: tuple[str, ...] = field(default=())
+    reason: str = ""  # "revoked": the published token was refused before its expiry
 
 
 class CredentialRotator:
@@ -227,6 +229,7 @@ class CredentialRotator:
         observer: Observer | None = None,
         rng: Callable[[], float] = random.random,
         gate: WriteGate | None = None,
+        probe: Probe | None = None,
     ) -> None:
         if not stores:
             raise ValueError("a credential needs at least one target")
@@ -245,6 +248,8 @@ class CredentialRotator:
         self._grant: Grant | None = None
         self._pending: tuple[Token, frozenset[str]] | None = None
         self.token: Token | None = None  # the newest token known to be published
+        self.probe = probe  # asks whether a published token is still accepted
+        self._revoked: Token | None = None  # a published token found refused early
 
     def __repr__(self) -> str:
         return f"CredentialRotator({self.name!r}, targets={[s.name for s in self.stores]})"
@@ -271,6 +276,20 @@ class CredentialRotator:
         """Whether a write of ``token`` to ``store`` would be held back now (for `check`)."""
         return None if self._gate is None else self._gate.check(store, token)
 
+    @property
+    def is_revoked(self) -> bool:
+        """The published token was found refused and is not replaced yet."""
+        return self._revoked is not None
+
+    def mark_revoked(self, token: Token) -> bool:
+        """The probe found `token` refused: the next step replaces it (or adopts a newer
+        token another replica published). False when a newer token is known already."""
+        known = self.token
+        if known is not None and known.access_token != token.access_token:
+            return False
+        self._revoked = token
+        return True
+
     def lifetime(self) -> timedelta | None:
         return None if self.token is None else self.token.lifetime
 
@@ -288,33 +307,87 @@ class CredentialRotator:
     def _step(self, *, force: bool, horizon: timedelta) -> StepResult:
         now = self._clock.now()
         pending = self._pending
+        revoked = self._revoked
         if pending is not None:
             token, names = pending
-            if not self.schedule.is_due(token, now):
+            if not self.schedule.is_due(token, now) and not _same(token, revoked):
                 stores = [s for s in self.stores if s.name in names]
                 return self._publish(token, stores, {}, action="published")
             self._pending = None
         readings = self._read_all()
         best = _newest(r.token for r in readings.values() if r is not None)
+        if revoked is not None:
+            return self._replace_revoked(revoked, best, readings, now)
         if best is not None and not force and not self.schedule.is_due(best, now, horizon):
-            self.token = best
-            behind = [
-                s
-                for s in self.stores
-                if (r := readings.get(s.name)) is not None
-                and (r.token is None or r.token.expires_at < best.expires_at)
-            ]
-            if behind:
-                return self._publish(best, behind, readings, action="adopted")
-            self._observer.published(self.name, best)
-            self._observer.rotation(self.name, "adopted")
-            return StepResult("adopted", best)
+            return self._adopt(best, readings)
         grant = self._fetcher.fetch(self._grant)
         self._grant = grant
         token = grant.token
         if self._verify is not None:
             self._verify(token)
         return self._publish(token, list(self.stores), readings, action="rotated")
+
+    def _adopt(
+        self, best: Token, readings: dict[str, Reading | None], reason: str = ""
+    ) -> StepResult:
+        self.token = best
+        behind = [
+            s
+            for s in self.stores
+            if (r := readings.get(s.name)) is not None
+            and (r.token is None or r.token.expires_at < best.expires_at)
+        ]
+        if behind:
+            return self._publish(best, behind, readings, action="adopted", reason=reason)
+        self._observer.published(self.name, best)
+        self._observer.rotation(self.name, "adopted")
+        return StepResult("adopted", best, reason=reason)
+
+    def _replacement(self, candidate: Token | None, revoked: Token, now: datetime) -> bool:
+        """`candidate` (read from a target) replaces the revoked token: another replica
+        published it, it is not due, and the probe does not refuse it too."""
+        if candidate is None or _same(candidate, revoked) or self.schedule.is_due(candidate, now):
+            return False
+        return self.probe is None or not self.probe(candidate).is_revoked
+
+    def _replace_revoked(
+        self,
+        revoked: Token,
+        best: Token | None,
+        readings: dict[str, Reading | None],
+        now: datetime,
+    ) -> StepResult:
+        """Replace a token refused before its expiry: adopt a newer published one (a
+        replica got there first), else fetch, check and publish a new one at once."""
+        if self._replacement(best, revoked, now):
+            assert best is not None
+            self._revoked = None
+            return self._adopt(best, readings, reason="revoked")
+        # client_credentials: a revoked session's refresh token is dead too, and
+        # trying it first would cost a second token request.
+        grant = self._fetcher.fetch(None)
+        self._grant = grant
+        token = grant.token
+        if self._verify is not None:
+            self._verify(token)
+        elif self.probe is not None:
+            verdict = self.probe(token)
+            if verdict.is_revoked:
+                raise VerificationFailed(f"the replacement token is refused too: {verdict.detail}")
+        # Replicas that saw the same revocation race here: read again, and take a
+        # token another one published meanwhile instead of writing a second one.
+        again = self._read_all()
+        other = _newest(r.token for r in again.values() if r is not None)
+        if (
+            other is not None
+            and not _same(other, token)
+            and self._replacement(other, revoked, self._clock.now())
+        ):
+            self._revoked = None
+            return self._adopt(other, again, reason="revoked")
+        result = self._publish(token, list(self.stores), again, action="rotated", reason="revoked")
+        self._revoked = None
+        return result
 
     def _read_all(self) -> dict[str, Reading | None]:
         readings: dict[str, Reading | None] = {}
@@ -348,6 +421,7 @@ class CredentialRotator:
         readings: dict[str, Reading | None],
         *,
         action: str,
+        reason: str = "",
     ) -> StepResult:
         failures: list[tuple[str, StoreError]] = []
         newest = token
@@ -391,7 +465,7 @@ class CredentialRotator:
         self._pending = None
         self._remember(newest)
         self._observer.rotation(self.name, action)
-        return StepResult(action, newest, tuple(done))
+        return StepResult(action, newest, tuple(done), reason=reason)
 
     def _hold(self, store: str, held: Held | None) -> bool:
         """Record that ``store`` is not written now (logged once per reason)."""
@@ -408,6 +482,10 @@ class CredentialRotator:
         if self.token is None or token.expires_at >= self.token.expires_at:
             self.token = token
         self._observer.published(self.name, self.token)
+
+
+def _same(token: Token, other: Token | None) -> bool:
+    return other is not None and token.access_token == other.access_token
 
 
 def _newest(tokens: Iterable[Token | None]) -> Token | None:

@@ -6,6 +6,13 @@ failure. A job never sleeps, so a stuck credential holds one worker for at most
 its HTTP timeouts and never delays the others' schedules. Job ids are unique per
 run, so a job that reschedules itself can never collide with its own instance.
 
+A credential with a probe has a second chain, its probe: every
+``probe_interval`` it asks whether the published token is still accepted and,
+when it is refused early, marks it revoked and runs the rotation chain now.
+
+The set of credentials can change under a running daemon (``apply``, on reload):
+a chain whose rotator was removed or replaced ends at its next step.
+
 Instants come from the injected clock, but APScheduler fires by the wall clock:
 each run is handed over as a delay from now, and a watchdog on the monotonic
 clock fires any job the wall clock has held back (a clock set backwards would
@@ -14,8 +21,10 @@ otherwise delay every run by the size of the jump).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +34,7 @@ from typing import Any
 
 from rotator.clock import Clock, format_instant
 from rotator.errors import RotatorError
+from rotator.probe import ProbeResult
 from rotator.retry import Backoff
 from rotator.rotation import CredentialRotator, Observer, describe_error
 from rotator.token import Token
@@ -37,6 +47,9 @@ STUCK_MARGIN = timedelta(seconds=60)
 # The shortest gap between two runs of one credential: a schedule that keeps
 # saying "now" (a token that is due as soon as it is issued) cannot spin.
 MIN_GAP_SECONDS = 0.2
+
+# Probes come up to this fraction of the interval early, at random (see _schedule_probe).
+PROBE_JITTER = 0.2
 
 
 def _ms(at: datetime) -> str:
@@ -70,6 +83,9 @@ class Daemon:
         advise: Callable[[str, Token], str | None] | None = None,
         scheduler_now: Callable[[], datetime] = lambda: datetime.now(UTC),
         job_deadlines: Mapping[str, timedelta] | None = None,
+        probe_intervals: Mapping[str, timedelta] | None = None,
+        on_poll: Callable[[], None] | None = None,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.rotators = list(rotators)
         self.states = {r.name: JobState() for r in self.rotators}
@@ -83,13 +99,20 @@ class Daemon:
         self._job_deadlines = dict(job_deadlines or {})
         self._observer = observer
         self._seq = itertools.count()
-        self._max_workers = max(1, min(max_workers, len(self.rotators)))
+        # Not capped at the credential count: probes share the pool, and a reload may add.
+        self._max_workers = max(1, max_workers)
         self._scheduler: Any = None
         self._started = threading.Event()
         self._deadlines: dict[str, tuple[str, float]] = {}  # name -> (job id, monotonic)
+        self._probes: dict[str, tuple[str, float]] = {}  # name -> (probe job id, monotonic)
+        self._running: set[str] = set()
         self._scheduler_now = scheduler_now  # the frame APScheduler fires in
         self._advise = advise
         self._advised: set[str] = set()
+        self._probe_intervals = dict(probe_intervals or {})
+        self._on_poll = on_poll
+        self._rng = rng
+        self._lock = threading.RLock()  # the set of rotators, against apply()
 
     @property
     def is_alive(self) -> bool:
@@ -121,6 +144,7 @@ class Daemon:
         now = self._clock.now()
         for rotator in self.rotators:
             self._schedule(rotator, now)
+            self._schedule_probe(rotator, first=True)
         self._started.set()
 
     def run_until_stopped(self, poll: float = 1.0) -> None:
@@ -129,6 +153,11 @@ class Daemon:
             self.start()
         while not self.stop_event.wait(poll):
             self.fire_overdue()
+            if self._on_poll is not None:
+                try:
+                    self._on_poll()
+                except Exception as exc:  # a reload must never end the daemon
+                    log.error("reload failed: %s", describe_error(exc))
         self.shutdown()
 
     def fire_overdue(self, grace: float = 1.0) -> int:
@@ -154,11 +183,138 @@ class Daemon:
         if scheduler is not None and getattr(scheduler, "running", False):
             scheduler.shutdown(wait=True)
 
+    def set_poll(self, on_poll: Callable[[], None] | None) -> None:
+        """A callable run on every tick of the poll loop (the configuration reload)."""
+        self._on_poll = on_poll
+
+    def run_now(self, rotator: CredentialRotator) -> bool:
+        """Run `rotator`'s next step now (a revoked token); False if it is running."""
+        from apscheduler.jobstores.base import JobLookupError
+
+        entry = self._deadlines.get(rotator.name)
+        if entry is None:
+            return False
+        try:
+            self._scheduler.modify_job(entry[0], next_run_time=self._scheduler_now())
+        except JobLookupError:
+            return False  # running: it sees the revocation when it finishes
+        return True
+
+    # -- reload
+
+    def apply(
+        self,
+        *,
+        add: Sequence[CredentialRotator] = (),
+        remove: Sequence[str] = (),
+        backoffs: Mapping[str, Backoff] | None = None,
+        job_deadlines: Mapping[str, timedelta] | None = None,
+        probe_intervals: Mapping[str, timedelta] | None = None,
+    ) -> None:
+        """Stop the chains of `remove` (their published tokens stay) and start those of
+        `add` (a changed credential is removed and added: it starts from what is
+        published). A job of a removed chain that is running finishes and ends there."""
+        with self._lock:
+            for name in remove:
+                self._stop_chain(name)
+            self._backoffs.update(backoffs or {})
+            self._job_deadlines.update(job_deadlines or {})
+            self._probe_intervals.update(probe_intervals or {})
+            now = self._clock.now()
+            for rotator in add:
+                # new containers, never mutated in place: health handlers iterate them
+                self.rotators = [*self.rotators, rotator]
+                self.states = {**self.states, rotator.name: JobState()}
+                if self._started.is_set():
+                    self._schedule(rotator, now)
+                    self._schedule_probe(rotator, first=True)
+
+    def _stop_chain(self, name: str) -> None:
+        self.rotators = [r for r in self.rotators if r.name != name]
+        self.states = {k: v for k, v in self.states.items() if k != name}
+        self._backoffs.pop(name, None)
+        self._job_deadlines.pop(name, None)
+        self._probe_intervals.pop(name, None)
+        self._advised.discard(name)
+        for entry in (self._deadlines.pop(name, None), self._probes.pop(name, None)):
+            if entry is not None and self._scheduler is not None:
+                self._remove_job(entry[0])
+
+    def _remove_job(self, job_id: str) -> None:
+        from apscheduler.jobstores.base import JobLookupError
+
+        with contextlib.suppress(JobLookupError):  # running or done: _is_current ends it
+            self._scheduler.remove_job(job_id)
+
+    def _is_current(self, rotator: CredentialRotator) -> bool:
+        return any(r is rotator for r in self.rotators)
+
+    # -- the probe
+
+    def _schedule_probe(self, rotator: CredentialRotator, *, first: bool = False) -> None:
+        """The next probe: never later than the interval, and at a random phase (the
+        first one anywhere within it, later ones 0-20 % early) so that replicas
+        started together do not all probe, and all replace a revoked token, at once."""
+        interval = self._probe_intervals.get(rotator.name)
+        if rotator.probe is None or not interval or self.stop_event.is_set():
+            return
+        interval *= self._rng() if first else 1 - PROBE_JITTER * self._rng()
+        with self._lock:
+            if not self._is_current(rotator):
+                return
+            job_id = f"{rotator.name}#probe{next(self._seq)}"
+            self._probes[rotator.name] = (job_id, time.monotonic() + interval.total_seconds())
+            self._scheduler.add_job(
+                self._probe,
+                trigger="date",
+                run_date=self._scheduler_now() + interval,
+                args=(rotator,),
+                id=job_id,
+                name=f"probe {rotator.name}",
+            )
+
+    def _probe(self, rotator: CredentialRotator) -> None:
+        try:
+            self.probe_once(rotator)
+        except Exception as exc:  # a probe must never break its chain
+            log.error("probe failed credential=%s error=%s", rotator.name, describe_error(exc))
+        finally:
+            self._schedule_probe(rotator)
+
+    def probe_once(self, rotator: CredentialRotator) -> ProbeResult | None:
+        """Probe the published token once; on a revocation, replace it now.
+        None when there is nothing to probe (no token yet, or one being replaced)."""
+        token = rotator.token
+        if rotator.probe is None or token is None or rotator.is_revoked:
+            return None
+        if token.is_expired(self._clock.now()) or rotator.name in self._running:
+            return None  # the rotation chain is at work on it already
+        result = rotator.probe(token)
+        _notify(self._observer, "probe", rotator.name, result.outcome)
+        if not result.is_revoked:
+            if result.detail:
+                log.debug("probe inconclusive credential=%s %s", rotator.name, result.detail)
+            return result
+        if not rotator.mark_revoked(token):
+            return result  # a newer token was published meanwhile
+        _notify(self._observer, "revocation", rotator.name)
+        log.warning(
+            "published token revoked credential=%s %s: replacing it now",
+            rotator.name,
+            result.detail,
+        )
+        self.run_now(rotator)
+        return result
+
     # -- the job
 
     def _schedule(self, rotator: CredentialRotator, at: datetime) -> None:
-        if self.stop_event.is_set():
-            return
+        with self._lock:  # never beside an apply() that removes this chain
+            if self.stop_event.is_set() or not self._is_current(rotator):
+                return
+            self._add_run(rotator, at)
+
+    def _add_run(self, rotator: CredentialRotator, at: datetime) -> None:
         state = self.states[rotator.name]
         state.next_run_at = at
         self._observer.scheduled(rotator.name, at)
@@ -175,8 +331,11 @@ class Daemon:
         )
 
     def _run(self, rotator: CredentialRotator) -> None:
+        if not self._is_current(rotator):
+            return  # removed or replaced by a reload
         self._deadlines.pop(rotator.name, None)
-        state = self.states[rotator.name]
+        state = self.states.get(rotator.name) or JobState()
+        self._running.add(rotator.name)
         next_at: datetime | None = None
         started = self._clock.now()
         state.running_since = started
@@ -192,10 +351,13 @@ class Daemon:
                 advice = self._advise(rotator.name, result.token)
                 if advice:
                     log.warning("%s", advice)
+            if rotator.is_revoked:
+                next_at = now  # revoked while this step ran: replace it at once
             log.info(
-                "%s credential=%s expires_at=%s next_run=%s duration_ms=%d",
+                "%s credential=%s%s expires_at=%s next_run=%s duration_ms=%d",
                 result.action,
                 rotator.name,
+                f" reason={result.reason}" if result.reason else "",
                 format_instant(result.token.expires_at),
                 _ms(next_at) if next_at else "-",
                 (now - started).total_seconds() * 1000,
@@ -208,7 +370,7 @@ class Daemon:
                 self._observer.rotation(rotator.name, "error")
             else:
                 self._observer.rotation(rotator.name, "internal_error")
-            backoff = self._backoffs[rotator.name].capped(rotator.lifetime())
+            backoff = self._backoff_of(rotator).capped(rotator.lifetime())
             wait = backoff.wait(state.consecutive_failures, exc)
             next_at = self._clock.now() + timedelta(seconds=wait)
             log.error(
@@ -220,6 +382,17 @@ class Daemon:
             )
         finally:
             state.running_since = None
+            self._running.discard(rotator.name)
             if next_at is None:
-                next_at = self._clock.now() + timedelta(seconds=self._backoffs[rotator.name].cap)
+                next_at = self._clock.now() + timedelta(seconds=self._backoff_of(rotator).cap)
             self._schedule(rotator, next_at)
+
+    def _backoff_of(self, rotator: CredentialRotator) -> Backoff:
+        return self._backoffs.get(rotator.name) or Backoff(initial=1.0, cap=30.0, jitter=1.0)
+
+
+def _notify(observer: object, event: str, *args: object) -> None:
+    """Events only some observers record (probes, revocations): optional methods."""
+    method = getattr(observer, event, None)
+    if method is not None:
+        method(*args)

@@ -7,7 +7,11 @@
   ``refresh_token`` grants, client authentication by ``client_secret_post`` or
   ``client_secret_basic``, and Keycloak's status codes, error codes and descriptions;
 * ``GET {base_url}/oms-api/``, a protected resource that answers 200 to an active bearer
-  token issued by the stub and 401 otherwise.
+  token issued by the stub and 401 otherwise;
+* ``POST {token_url}/introspect`` (RFC 7662, with the same client authentication), which
+  says whether a token is ``active``. ``revoke_access_tokens()`` invalidates every token
+  issued so far before its expiry (an admin logging out the service account's sessions);
+  ``refuse_all_tokens()`` refuses every token, later ones included (keys disabled).
 
 Usage::
 
@@ -511,6 +515,9 @@ class KeycloakStub:
         self._refresh: dict[str, _RefreshRecord] = {}
         self._server: _TrackingServer | None = None
         self._port: int | None = None
+        self._revoked: set[str] = set()  # access tokens revoked before their expiry
+        self._refuse_all = False
+        self._introspections: list[bool] = []  # the `active` of each answered request
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -581,6 +588,11 @@ class KeycloakStub:
         return self.base_url + self.token_path
 
     @property
+    def introspection_url(self) -> str:
+        """RFC 7662 token introspection, Keycloak's ``.../token/introspect``."""
+        return self.token_url + "/introspect"
+
+    @property
     def verify_url(self) -> str:
         """URL of the protected resource, ``base_url + "/oms-api/"``."""
         return self.base_url + "/oms-api/"
@@ -620,6 +632,8 @@ class KeycloakStub:
         """True if this stub issued the token and it has not expired by the stub's clock."""
         with self._lock:
             record = self._access.get(access_token)
+            if self._refuse_all or access_token in self._revoked:
+                return False
             return record is not None and math.floor(self._clock()) <= record.exp
 
     def token_claims(self, token: str) -> dict[str, Any] | None:
@@ -665,6 +679,26 @@ class KeycloakStub:
                 if record.revoked is None:
                     record.revoked = description
 
+    def revoke_access_tokens(self, client_id: str | None = None) -> int:
+        """Invalidate every access token issued so far (to `client_id`, or to any client)
+        before its expiry; later tokens work. Returns how many were revoked."""
+        with self._lock:
+            tokens = {t for t, r in self._access.items() if client_id in (None, r.client_id)}
+            fresh = tokens - self._revoked
+            self._revoked |= tokens
+            return len(fresh)
+
+    def refuse_all_tokens(self, enabled: bool = True) -> None:
+        """Refuse every access token at the resource and introspection, including those
+        issued later (the realm's keys disabled); ``False`` restores normal answers."""
+        with self._lock:
+            self._refuse_all = enabled
+
+    def introspection_count(self, active: bool | None = None) -> int:
+        """Answered introspection requests; ``active=True``/``False`` counts by answer."""
+        with self._lock:
+            return sum(1 for a in self._introspections if active is None or a == active)
+
     def set_access_token_lifespan(self, seconds: float) -> None:
         value = _check_lifespan("access_token_lifespan", seconds)
         with self._lock:
@@ -704,6 +738,8 @@ class KeycloakStub:
         path = urlsplit(handler.path).path
         if path == self.token_path:
             self._token_endpoint(handler, body)
+        elif path == self.token_path + "/introspect":
+            self._introspect(handler, body)
         elif path in ("/oms-api/", "/oms-api"):
             self._protected_resource(handler)
         elif path.startswith(f"{'/auth' if self.auth_prefix else ''}/realms/"):
@@ -981,6 +1017,23 @@ class KeycloakStub:
             payload["session_state"] = session_state
         payload["scope"] = scope
         return payload
+
+    def _introspect(self, handler: _Handler, body: bytes) -> None:
+        """RFC 7662: the client authenticates as at the token endpoint."""
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        exchange = _Exchange(client_id=self._param(form, "client_id"), form=form)
+        try:
+            with self._lock:
+                self._authenticate(exchange, handler.headers.get("Authorization"))
+        except _OAuthError as exc:
+            self._send_json(handler, exc.status, {"error": exc.error})
+            return
+        token = self._param(form, "token") or ""
+        active = handler.command == "POST" and self.is_active(token)
+        with self._lock:
+            self._introspections.append(active)
+        claims = _verify_jwt(token, self._key) if active else None
+        self._send_json(handler, 200, {**(claims or {}), "active": active})
 
     def _protected_resource(self, handler: _Handler) -> None:
         now = self._clock()

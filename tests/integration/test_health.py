@@ -462,6 +462,9 @@ EXPECTED_FAMILIES = {
     "rotator_token_requests_total": ("counter", {"credential", "grant", "outcome"}),
     "rotator_publishes_total": ("counter", {"credential", "target", "outcome"}),
     "rotator_retries_total": ("counter", {"credential"}),
+    "rotator_probes_total": ("counter", {"credential", "outcome"}),
+    "rotator_revocations_total": ("counter", {"credential"}),
+    "rotator_config_reloads_total": ("counter", {"result"}),
 }
 
 
