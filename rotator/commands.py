@@ -278,6 +278,8 @@ def run(app: App, *, metrics_port: int | None = None) -> int:
     sweep_file_targets(app)
     rotators = [app.rotator(cred) for cred in settings.credentials]
     seed_batched(rotators)
+    for rotator in rotators:
+        rotator.spread_first_refresh()  # a fleet fetched together must not refresh together
     by_name = {c.name: c for c in settings.credentials}
     daemon = Daemon(
         rotators,

@@ -104,6 +104,21 @@ class Schedule:
             planned = now + longest
         return max(planned, now)
 
+    def spread_run_at(self, token: Token, now: datetime, rand: float) -> datetime:
+        """The first refresh of a token fetched at a daemon's start, `rand` in [0, 1) drawing
+        it uniformly between half the planned interval and the latest planned refresh.
+
+        A daemon that starts with nothing published (or everything due) fetches every
+        credential's token at once; refreshed only within the jitter (5 % of a lifetime)
+        they would stay bunched for many cycles. Spread over the second half of the
+        interval once, each credential then keeps its own phase. Costs at most one early
+        refresh per credential per start."""
+        latest = self._latest(token)
+        earliest = max(now, token.issued_at + token.lifetime * (self.ratio / 2))
+        if latest <= earliest:
+            return self.next_run_at(token, now, rand)
+        return earliest + (latest - earliest) * rand
+
 
 def missed_run_advice(schedule: Schedule, lifetime: timedelta, interval: timedelta) -> str | None:
     """None when a cron schedule every `interval` survives one missed run of a token
@@ -245,6 +260,8 @@ class CredentialRotator:
         self._grant: Grant | None = None
         self._pending: tuple[Token, frozenset[str]] | None = None
         self.token: Token | None = None  # the newest token known to be published
+        self._spread = False  # see spread_first_refresh
+        self._fetched_last = False  # the last successful step fetched its token
 
     def __repr__(self) -> str:
         return f"CredentialRotator({self.name!r}, targets={[s.name for s in self.stores]})"
@@ -253,7 +270,18 @@ class CredentialRotator:
         if self.token is None:
             return None
         now = now or self._clock.now()
+        if self._spread:
+            self._spread = False
+            if self._fetched_last:
+                return self.schedule.spread_run_at(self.token, now, self._rng())
         return self.schedule.next_run_at(self.token, now, self._rng())
+
+    def spread_first_refresh(self) -> None:
+        """At a daemon's start: if the first successful step fetches a token (nothing fresh
+        was published), its first refresh is spread wider (``Schedule.spread_run_at``), so a
+        fleet that fetched together does not refresh together. An adopted token keeps its
+        own schedule (it is not re-fetched early: a crash loop stays cheap)."""
+        self._spread = True
 
     @property
     def pending_targets(self) -> frozenset[str]:
@@ -308,6 +336,7 @@ class CredentialRotator:
                 return self._publish(best, behind, readings, action="adopted")
             self._observer.published(self.name, best)
             self._observer.rotation(self.name, "adopted")
+            self._fetched_last = False
             return StepResult("adopted", best)
         grant = self._fetcher.fetch(self._grant)
         self._grant = grant
@@ -390,6 +419,7 @@ class CredentialRotator:
             raise PublishFailed(failures)
         self._pending = None
         self._remember(newest)
+        self._fetched_last = action == "rotated" and newest == token
         self._observer.rotation(self.name, action)
         return StepResult(action, newest, tuple(done))
 
