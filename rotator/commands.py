@@ -297,6 +297,8 @@ def run(
     sweep_file_targets(app)
     rotators = [app.rotator(cred) for cred in settings.credentials]
     seed_batched(rotators)
+    for rotator in rotators:
+        rotator.spread_first_refresh()  # a fleet fetched together must not refresh together
     daemon = Daemon(
         rotators,
         clock=app.clock,

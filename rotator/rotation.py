@@ -105,6 +105,21 @@ class Schedule:
             planned = now + longest
         return max(planned, now)
 
+    def spread_run_at(self, token: Token, now: datetime, rand: float) -> datetime:
+        """The first refresh of a token fetched at a daemon's start, `rand` in [0, 1) drawing
+        it uniformly between half the planned interval and the latest planned refresh.
+
+        A daemon that starts with nothing published (or everything due) fetches every
+        credential's token at once; refreshed only within the jitter (5 % of a lifetime)
+        they would stay bunched for many cycles. Spread over the second half of the
+        interval once, each credential then keeps its own phase. Costs at most one early
+        refresh per credential per start."""
+        latest = self._latest(token)
+        earliest = max(now, token.issued_at + token.lifetime * (self.ratio / 2))
+        if latest <= earliest:
+            return self.next_run_at(token, now, rand)
+        return earliest + (latest - earliest) * rand
+
 
 def missed_run_advice(schedule: Schedule, lifetime: timedelta, interval: timedelta) -> str | None:
     """None when a cron schedule every `interval` survives one missed run of a token
@@ -250,6 +265,8 @@ class CredentialRotator:
         self.token: Token | None = None  # the newest token known to be published
         self.probe = probe  # asks whether a published token is still accepted
         self._revoked: Token | None = None  # a published token found refused early
+        self._spread = False  # see spread_first_refresh
+        self._fetched_last = False  # the last successful step fetched its token
 
     def __repr__(self) -> str:
         return f"CredentialRotator({self.name!r}, targets={[s.name for s in self.stores]})"
@@ -258,7 +275,18 @@ class CredentialRotator:
         if self.token is None:
             return None
         now = now or self._clock.now()
+        if self._spread:
+            self._spread = False
+            if self._fetched_last:
+                return self.schedule.spread_run_at(self.token, now, self._rng())
         return self.schedule.next_run_at(self.token, now, self._rng())
+
+    def spread_first_refresh(self) -> None:
+        """At a daemon's start: if the first successful step fetches a token (nothing fresh
+        was published), its first refresh is spread wider (``Schedule.spread_run_at``), so a
+        fleet that fetched together does not refresh together. An adopted token keeps its
+        own schedule (it is not re-fetched early: a crash loop stays cheap)."""
+        self._spread = True
 
     @property
     def pending_targets(self) -> frozenset[str]:
@@ -341,6 +369,7 @@ class CredentialRotator:
             return self._publish(best, behind, readings, action="adopted", reason=reason)
         self._observer.published(self.name, best)
         self._observer.rotation(self.name, "adopted")
+        self._fetched_last = False
         return StepResult("adopted", best, reason=reason)
 
     def _replacement(self, candidate: Token | None, revoked: Token, now: datetime) -> bool:
@@ -464,6 +493,7 @@ class CredentialRotator:
             raise PublishFailed(failures)
         self._pending = None
         self._remember(newest)
+        self._fetched_last = action == "rotated" and newest == token
         self._observer.rotation(self.name, action)
         return StepResult(action, newest, tuple(done), reason=reason)
 

@@ -39,7 +39,7 @@ def collect(app: App) -> list[Row]:
         for cred in app.settings.credentials
         for target in cred.targets
     }
-    batched = read_batched(stores.values())  # SSM: 10 parameters a call
+    batched = read_batched(stores.values())  # SSM: 10 a call; Secrets Manager: 20
     for cred in app.settings.credentials:
         refresh = cred.refresh
         schedule = Schedule(

@@ -22,6 +22,9 @@ class Reading:
     token: Token | None = None
     version: str | None = None
     problem: str | None = None
+    # When it was read (the store's monotonic clock, seconds), for stores that may use a
+    # recent reading instead of reading again right before a write (SSM).
+    read_at: float | None = field(default=None, compare=False)
 
     @property
     def is_missing(self) -> bool:

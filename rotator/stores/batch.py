@@ -1,16 +1,17 @@
-"""Read many targets in few calls: SSM parameters with GetParameters (10 names a call).
+"""Read many targets in few calls: SSM parameters with GetParameters (10 names a call),
+Secrets Manager secrets with BatchGetSecretValue (20 a call).
 
 Used where many targets are read at once (the daemon's start-up, where fresh published
 tokens are adopted, and ``rotator status``) instead of one GetParameter per target. A
-batch that fails is logged and left out: each store then reads itself as before.
-Secrets Manager targets are still read one by one (see BENCHMARKS.md).
+batch that fails (e.g. a role without ``secretsmanager:BatchGetSecretValue``) is logged
+and left out: each store then reads itself as before.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rotator.errors import StoreError
 from rotator.stores.base import Reading, TokenStore
@@ -24,13 +25,15 @@ log = logging.getLogger("rotator")
 
 
 def read_batched(stores: Iterable[TokenStore]) -> dict[str, Reading]:
-    """Readings of the SSM stores among ``stores``, keyed by store name; others omitted."""
+    """Readings of the SSM and Secrets Manager stores among ``stores``, keyed by store name;
+    others (and any a batch could not vouch for) omitted."""
+    from rotator.stores.secretsmanager import SecretsManagerStore
     from rotator.stores.ssm import SsmStore
 
-    groups: dict[int, list[SsmStore]] = {}
+    groups: dict[tuple[type, int], list[Any]] = {}
     for store in stores:
-        if isinstance(store, SsmStore):
-            groups.setdefault(store.client_id, []).append(store)
+        if isinstance(store, SsmStore | SecretsManagerStore):
+            groups.setdefault((type(store), store.client_id), []).append(store)
     readings: dict[str, Reading] = {}
     for group in groups.values():
         try:
@@ -41,8 +44,9 @@ def read_batched(stores: Iterable[TokenStore]) -> dict[str, Reading]:
 
 
 def seed_batched(rotators: Iterable[CredentialRotator]) -> None:
-    """Read every rotator's SSM targets in batches and hand each its readings, so that the
-    first steps (adopting fresh tokens at start-up) make no reads of their own."""
+    """Read every rotator's SSM and Secrets Manager targets in batches and hand each its
+    readings, so that the first steps (adopting fresh tokens at start-up) make no reads of
+    their own."""
     rotators = list(rotators)
     readings = read_batched(store for rotator in rotators for store in rotator.stores)
     for rotator in rotators:

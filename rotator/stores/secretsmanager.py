@@ -1,6 +1,6 @@
 """AWS Secrets Manager as a token store, with a compare-and-set publish.
 
-A new value is written as a version labelled ``AWSPENDING`` and then promoted
+A new value is written as a version labelled ``RotatorPending`` and then promoted
 with ``UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId=new,
 RemoveFromVersionId=<the version we read>)``. That call fails with
 ``InvalidParameterException`` when another writer moved ``AWSCURRENT`` first,
@@ -9,14 +9,26 @@ earlier one: the loser re-reads and adopts the winner (or tries again when its
 own token is the later one).
 
 Every read asks for ``VersionStage="AWSCURRENT"`` explicitly (moto may
-otherwise return a stale version) and ``AWSPENDING`` is removed from the
-promoted version, as real rotation code does.
+otherwise return a stale version).
+
+A rotation in the common case is three calls: the step's ``GetSecretValue`` (the
+basis), ``PutSecretValue(VersionStages=["RotatorPending"])`` and the promoting
+``UpdateSecretVersionStage``. The label stays on the promoted version: a staging
+label is attached to one version at a time, so the next ``PutSecretValue`` moves
+it off (AWS and moto alike), and no separate call is needed to remove it. Only a
+version that was *not* promoted (another writer won the compare-and-set) has it
+removed at once. The label is rotator's own, not ``AWSPENDING``: AWSPENDING on a
+version that is not AWSCURRENT tells AWS's ``RotateSecret`` that a rotation is in
+progress, and moto treats a replayed ``PutSecretValue`` (same ClientRequestToken,
+same value: a no-op on AWS) of a version labelled AWSPENDING as a new write that
+drops AWSCURRENT from it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +56,7 @@ log = logging.getLogger(__name__)
 # customer managed KMS key also needs kms:Decrypt and kms:GenerateDataKey on it.
 IAM_ACTIONS: tuple[str, ...] = (
     "secretsmanager:GetSecretValue",
+    "secretsmanager:BatchGetSecretValue",
     "secretsmanager:DescribeSecret",
     "secretsmanager:CreateSecret",
     "secretsmanager:PutSecretValue",
@@ -55,13 +68,15 @@ MAX_VALUE_BYTES = 65_536
 CAS_ATTEMPTS = 3
 
 _GET = "secretsmanager:GetSecretValue"
+_GET_MANY = "secretsmanager:BatchGetSecretValue"
+_BATCH = 20  # BatchGetSecretValue takes at most 20 secret ids
 _DESCRIBE = "secretsmanager:DescribeSecret"
 _CREATE = "secretsmanager:CreateSecret"
 _PUT = "secretsmanager:PutSecretValue"
 _STAGE = "secretsmanager:UpdateSecretVersionStage"
 _LIST = "secretsmanager:ListSecretVersionIds"
 _CURRENT = "AWSCURRENT"
-_PENDING = "AWSPENDING"
+_PENDING = "RotatorPending"  # rotator's own staging label: see the module docstring
 _AWS_ERRORS = (ClientError, BotoCoreError)
 _REQUEST_TOKEN_CONTEXT = b"rotator secretsmanager ClientRequestToken v1"
 
@@ -119,6 +134,11 @@ class SecretsManagerStore:
     def format(self) -> str:
         return self._fmt
 
+    @property
+    def client_id(self) -> int:
+        """Stores with the same client_id can be read together (``get_batch``)."""
+        return id(self._client)
+
     def get(self) -> Reading:
         try:
             response = self._client.get_secret_value(
@@ -129,15 +149,50 @@ class SecretsManagerStore:
                 # No secret, or a secret that has no AWSCURRENT value yet.
                 return Reading()
             raise self._error(exc, _GET) from exc
-        version = response.get("VersionId")
-        value = response.get("SecretString")
-        if version is None:
+        if response.get("VersionId") is None:
             # a cut-off answer parses as an empty 200: say so, and let it be retried
             raise StoreUnavailable(
                 f"{_GET} on {self._secret_id}: incomplete response from AWS",
                 target=self._secret_id,
                 action=_GET,
             )
+        return self._reading(response)
+
+    def get_batch(self, stores: Sequence[SecretsManagerStore]) -> dict[str, Reading]:
+        """Read ``stores`` (which share this store's client) with BatchGetSecretValue, 20
+        secrets a call; keyed by store name. Missing secrets read as missing.
+
+        BatchGetSecretValue takes no VersionStage: AWS answers each secret's AWSCURRENT
+        version (as GetSecretValue does without one), and every entry carries its
+        ``VersionStages``. An entry that is not labelled AWSCURRENT (moto answers the
+        secret's first "default" version, stale after a staged publish) or any other error
+        is left out: that store then reads itself with GetSecretValue(AWSCURRENT)."""
+        by_id = {store._secret_id: store for store in stores}
+        ids = list(by_id)
+        readings: dict[str, Reading] = {}
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start : start + _BATCH]
+            try:
+                response = self._client.batch_get_secret_value(SecretIdList=chunk)
+            except _AWS_ERRORS as exc:
+                raise self._error(exc, _GET_MANY) from exc
+            for entry in response.get("SecretValues", []):
+                store = _match(by_id, entry.get("Name"), entry.get("ARN"))
+                if (
+                    store is not None
+                    and entry.get("VersionId")
+                    and _CURRENT in entry.get("VersionStages", [])
+                ):
+                    readings[store.name] = store._reading(entry)
+            for error in response.get("Errors", []):
+                store = by_id.get(str(error.get("SecretId", "")))
+                if store is not None and error.get("ErrorCode") == "ResourceNotFoundException":
+                    readings[store.name] = Reading()
+        return readings
+
+    def _reading(self, response: Mapping[str, Any]) -> Reading:
+        version = str(response["VersionId"])
+        value = response.get("SecretString")
         if value is None:
             return Reading(
                 value="",
@@ -247,13 +302,19 @@ class SecretsManagerStore:
             if _is_replica_refusal(exc):
                 raise self._replica(_PUT, self._primary_region()) from exc
             raise self._error(exc, _PUT, value) from exc
+        if _CURRENT in response.get("VersionStages", []):
+            # The first version of an empty secret becomes AWSCURRENT at once.
+            return PutResult(token, is_ours=True, version=new)
+        promoted = False
         try:
-            if _CURRENT in response.get("VersionStages", []):
-                # The first version of an empty secret becomes AWSCURRENT at once.
-                return PutResult(token, is_ours=True, version=new)
-            return self._promote(token, new, basis)
+            result = self._promote(token, new, basis)
+            promoted = result.version == new
+            return result
         finally:
-            self._drop_pending(new)
+            if not promoted:
+                # Another writer won (or the promotion failed): our version must not
+                # stay labelled pending. A promoted one keeps it until the next Put.
+                self._drop_pending(new)
 
     def _promote(self, token: Token, new: str, basis: Reading) -> PutResult:
         for _ in range(CAS_ATTEMPTS):
@@ -300,7 +361,7 @@ class SecretsManagerStore:
         except _AWS_ERRORS as exc:
             # Harmless: the label moves to the next writer's version anyway.
             mapped = map_aws_error(exc, target=self._secret_id, action=_STAGE)
-            log.warning("%s: could not remove AWSPENDING: %s", self.name, mapped)
+            log.warning("%s: could not remove %s: %s", self.name, _PENDING, mapped)
 
     def _error(self, exc: Exception, action: str, value: str = "") -> StoreError:
         return map_aws_error(exc, target=self._secret_id, action=action, redact=(value,))
@@ -329,6 +390,16 @@ class SecretsManagerStore:
             target=self._secret_id,
             action=action,
         )
+
+
+def _match(
+    by_id: Mapping[str, SecretsManagerStore], name: object, arn: object
+) -> SecretsManagerStore | None:
+    """The store a batch entry answers: its secret id is the entry's name or ARN."""
+    for key in (name, arn):
+        if isinstance(key, str) and key in by_id:
+            return by_id[key]
+    return None
 
 
 def _is_replica_refusal(exc: Exception) -> bool:

@@ -1,8 +1,10 @@
 """SSM Parameter Store (SecureString) as a token store.
 
-Parameter Store has no conditional write, so ``put`` re-reads the parameter
-just before writing and never replaces a token that expires later. A window
-remains between that read and the write: two writers that both read the old
+Parameter Store has no conditional write, so ``put`` never replaces a token that
+expires later than the one it writes, judged by a read just before the write: the
+rotation step's own read when it is at most ``FRESH_READ`` (1 s) old (the common
+case: the step reads, fetches a token, writes; two calls), else a re-read (three).
+A window remains between that read and the write: two writers that both read the old
 value can both write, and the one that writes last wins even if its token
 expires first. The loser's token stays valid until it expires, so readers are
 never handed a dead token, only one with a shorter remaining life; the next
@@ -18,7 +20,8 @@ the oldest of the 100 kept versions would make every later write fail with
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
     from mypy_boto3_ssm.type_defs import PutParameterResultTypeDef
 
-__all__ = ["IAM_ACTIONS", "MAX_ADVANCED_BYTES", "MAX_STANDARD_BYTES", "SsmStore"]
+__all__ = ["FRESH_READ", "IAM_ACTIONS", "MAX_ADVANCED_BYTES", "MAX_STANDARD_BYTES", "SsmStore"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ IAM_ACTIONS: tuple[str, ...] = ("ssm:GetParameter", "ssm:GetParameters", "ssm:Pu
 
 MAX_STANDARD_BYTES = 4_096
 MAX_ADVANCED_BYTES = 8_192
+# A reading at most this old (seconds) serves as the read before a write. The step reads,
+# fetches a token (tens of milliseconds from Keycloak) and writes: its read is as recent
+# as a re-read would be once the write waits for its PutParameter pacer slot.
+FRESH_READ = 1.0
 
 _GET = "ssm:GetParameter"
 _GET_MANY = "ssm:GetParameters"
@@ -61,6 +68,7 @@ class SsmStore:
         *,
         fmt: str = "json",
         kms_key_id: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not parameter:
             raise ValueError("parameter must not be empty")
@@ -68,6 +76,7 @@ class SsmStore:
         self._parameter = parameter
         self._fmt = fmt
         self._kms_key_id = kms_key_id
+        self._monotonic = monotonic
 
     def __repr__(self) -> str:
         return f"SsmStore({self._parameter!r}, fmt={self._fmt!r})"
@@ -90,7 +99,7 @@ class SsmStore:
             response = self._client.get_parameter(Name=self._parameter, WithDecryption=True)
         except _AWS_ERRORS as exc:
             if error_code(exc) == "ParameterNotFound":
-                return Reading()
+                return Reading(read_at=self._monotonic())
             raise self._error(exc, _GET) from exc
         parameter = response.get("Parameter")
         if not parameter or "Value" not in parameter:
@@ -121,18 +130,26 @@ class SsmStore:
                 if name in found and "Value" in found[name]:
                     readings[store.name] = store._reading(found[name])
                 elif name in missing:
-                    readings[store.name] = Reading()
+                    readings[store.name] = Reading(read_at=store._monotonic())
                 # else: not in the answer (cut off): the store reads itself later
         return readings
 
     def _reading(self, parameter: Mapping[str, Any]) -> Reading:
         value = str(parameter["Value"])
         version = str(parameter["Version"]) if "Version" in parameter else None
+        at = self._monotonic()
         try:
             token = decode(value, self._fmt)
         except ValueError as exc:
-            return Reading(value=value, version=version, problem=f"{exc} ({self._fmt} format)")
-        return Reading(value=value, token=token, version=version)
+            problem = f"{exc} ({self._fmt} format)"
+            return Reading(value=value, version=version, problem=problem, read_at=at)
+        return Reading(value=value, token=token, version=version, read_at=at)
+
+    def _is_fresh(self, reading: Reading | None) -> bool:
+        """``reading`` is recent enough to stand for a read right before a write."""
+        if reading is None or reading.read_at is None:
+            return False
+        return 0 <= self._monotonic() - reading.read_at <= FRESH_READ
 
     def put(self, token: Token, basis: Reading | None = None) -> PutResult:
         value = encode(token, self._fmt)
@@ -146,19 +163,10 @@ class SsmStore:
             )
         if basis is not None and basis.holds_later(token):
             return basis.kept()
-        # No conditional write exists: narrow the race by reading right before.
-        try:
-            current = self.get()
-        except StoreError as exc:
-            if not _is_undecryptable(exc.__cause__):
-                raise
-            # The value is encrypted with a key we cannot use any more (deleted with
-            # its stack, disabled, or no kms:Decrypt): what it holds is unknown and
-            # unreadable to every consumer too, so overwriting it is the only repair.
-            log.warning("%s cannot be decrypted (%s): overwriting it", self.name, exc)
-        else:
-            if current.holds_later(token):
-                return current.kept()
+        # No conditional write exists: judge by a read right before the write.
+        current = basis if self._is_fresh(basis) else self._read_before_write()
+        if current is not None and current.holds_later(token):
+            return current.kept()
         tier: Tier = "Standard" if size <= MAX_STANDARD_BYTES else "Advanced"
         try:
             response = self._put_parameter(value, tier)
@@ -172,6 +180,19 @@ class SsmStore:
                 raise self._error(retry_exc, _PUT, value) from retry_exc
         version = response.get("Version")
         return PutResult(token, is_ours=True, version=None if version is None else str(version))
+
+    def _read_before_write(self) -> Reading | None:
+        """A fresh reading; None when the value cannot be decrypted (then it is replaced)."""
+        try:
+            return self.get()
+        except StoreError as exc:
+            if not _is_undecryptable(exc.__cause__):
+                raise
+            # The value is encrypted with a key we cannot use any more (deleted with
+            # its stack, disabled, or no kms:Decrypt): what it holds is unknown and
+            # unreadable to every consumer too, so overwriting it is the only repair.
+            log.warning("%s cannot be decrypted (%s): overwriting it", self.name, exc)
+            return None
 
     def ping(self) -> None:
         try:

@@ -20,6 +20,12 @@ faults can be injected too) stands between boto3 and a moto server and enforces:
   (``AddReplicaRegions`` at ``CreateSecret``, ``ReplicateSecretToRegions``, or
   ``add_replica()``) is refused with "Operation not permitted on a replica secret".
 
+It also answers ``BatchGetSecretValue`` (with a ``SecretIdList``) as AWS does: each
+secret's ``AWSCURRENT`` version. moto answers a secret's first ("default") version, which
+is stale once a version was promoted with ``UpdateSecretVersionStage``; the proxy asks
+moto ``GetSecretValue(VersionStage="AWSCURRENT")`` per secret instead and answers one
+``BatchGetSecretValue`` (counted once, like AWS).
+
 The region of a request is read from its SigV4 ``Authorization`` header. Time comes from
 ``clock`` (default ``time.monotonic``) so a test can move it by hand::
 
@@ -34,6 +40,7 @@ The region of a request is read from its SigV4 ``Authorization`` header. Time co
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import threading
@@ -246,9 +253,45 @@ class AwsLimitsProxy(FaultProxy):
                 code, message = code_message
                 self._refusals.append(Refusal(code, action, region, resource))
                 return Verdict(name=f"limit:{code}", answer=_error(code, message))
-            if target.startswith(_SM):
+            if target.startswith(_SM) and action != "BatchGetSecretValue":
                 return self._track_sm(action, region, request)
+        ids = request.get("SecretIdList")
+        if action == "BatchGetSecretValue" and isinstance(ids, list) and ids:
+            return self._batch_get_current(handler, [str(i) for i in ids])
         return None
+
+    def _batch_get_current(self, handler: _Handler, ids: list[str]) -> Verdict | None:
+        """BatchGetSecretValue answered from GetSecretValue(AWSCURRENT) per secret."""
+        headers = {
+            name: value
+            for name, value in handler.headers.items()
+            if name.lower() not in ("content-length", "x-amz-target", "connection")
+        }
+        headers["X-Amz-Target"] = _SM + "GetSecretValue"
+        values: list[Any] = []
+        errors: list[Any] = []
+        conn = http.client.HTTPConnection(
+            self._upstream_host, self._upstream_port, timeout=self._upstream_timeout
+        )
+        try:
+            for secret_id in ids:
+                body = json.dumps({"SecretId": secret_id, "VersionStage": "AWSCURRENT"})
+                conn.request("POST", self._upstream_base + "/", body=body, headers=headers)
+                response = conn.getresponse()
+                answer: Any = json.loads(response.read() or b"{}")
+                if response.status == 200:
+                    values.append(answer)
+                    continue
+                code = str(answer.get("__type", "InternalServiceError")).rsplit("#", 1)[-1]
+                message = str(answer.get("message") or answer.get("Message") or "")
+                errors.append({"SecretId": secret_id, "ErrorCode": code, "Message": message})
+        except (OSError, http.client.HTTPException, ValueError):
+            return None  # let moto answer it itself
+        finally:
+            conn.close()
+        body_out = json.dumps({"SecretValues": values, "Errors": errors}).encode("utf-8")
+        headers_out = (("Content-Type", _JSON), ("x-amzn-RequestId", str(uuid.uuid4())))
+        return Verdict(answer=(200, headers_out, body_out))  # not a fault: no name
 
     def _check(
         self, target: str, action: str, region: str, request: dict[str, Any]

@@ -138,7 +138,14 @@ def run(moto: MotoProcess, stub: Any, *, quick: bool = False) -> dict[str, Any]:
     rotator = str(Path(sys.executable).parent / "rotator")
     result: dict[str, Any] = {}
     with FaultProxy(moto.endpoint) as proxy:
-        env = {**base_env(), **aws_env(proxy.url), SECRET_ENV: CLIENT_SECRET}
+        env = {
+            **base_env(),
+            **aws_env(proxy.url),
+            SECRET_ENV: CLIENT_SECRET,
+            # 4 s tokens are far past the Secrets Manager version quota, which moto lacks:
+            # without this the quota gate refuses the target before any write (exit 2)
+            "ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY": "1000000",
+        }
         for key, args in (
             ("startup_empty", ["once"]),
             ("startup_fresh", ["once"]),

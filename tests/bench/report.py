@@ -888,8 +888,10 @@ def _calls_md(r: dict[str, Any]) -> list[str]:
         "(to adopt a fresh token instead of fetching one, and as the basis of the "
         "compare-and-set) and, on Secrets Manager, the staged promotion "
         "(`UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId=new, RemoveFromVersionId=read)`, "
-        "which fails if another writer moved AWSCURRENT since the read) plus removing "
-        "AWSPENDING. On SSM it re-reads just before writing (there is no conditional write).",
+        "which fails if another writer moved AWSCURRENT since the read); its `RotatorPending` "
+        "label stays on the promoted version until the next write moves it. On SSM the "
+        "step's own read, when at most 1 s old, is the read before the write (there is no "
+        "conditional write); an older one is read again.",
         "",
         "The AWS rotation-Lambda pattern (AWS's `SecretsManagerRotationTemplate`; Secrets "
         "Manager invokes the function once per step and each invocation starts with "
@@ -904,8 +906,8 @@ def _calls_md(r: dict[str, Any]) -> list[str]:
         "",
         f"Total: {c['lambda_sm_calls']} Secrets Manager calls, 4 Lambda invocations and the "
         "token request per rotation (+1 RotateSecret when something other than Secrets "
-        "Manager's own schedule triggers it), against rotator's 1 token request + 4 calls "
-        "(Secrets Manager) or + 3 calls (SSM). Secrets Manager's managed rotation schedules "
+        "Manager's own schedule triggers it), against rotator's 1 token request + 3 calls "
+        "(Secrets Manager) or + 2 calls (SSM). Secrets Manager's managed rotation schedules "
         "also run at most every 4 hours, far too seldom for tokens that live minutes.",
         "",
     ]

@@ -7,6 +7,7 @@ bare access token, a JWT whose ``exp`` tells the expiry).
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from rotator.stores import FileStore, MemoryStore, SecretsManagerStore, SsmStore, TokenStore
+from rotator.stores.ssm import FRESH_READ
 from rotator.token import Token, encode
 
 SECRET_ID = "oms/token"
@@ -98,6 +100,12 @@ def _sm_plant(client: Any, value: str) -> None:
     )
 
 
+def _aging() -> Callable[[], float]:
+    """A monotonic clock that moves on by more than FRESH_READ at every look."""
+    ticks = itertools.count()
+    return lambda: next(ticks) * (FRESH_READ + 1.0)
+
+
 KINDS = ["memory", "file", "secretsmanager", "ssm"]
 FORMATS = ["json", "raw"]
 
@@ -126,7 +134,10 @@ def _backend(kind: str, fmt: str, request: pytest.FixtureRequest, tmp_path: Path
     return Backend(
         kind,
         fmt,
-        make=lambda: SsmStore(aws.client("ssm"), PARAMETER, fmt=fmt),
+        # Each reading is older than FRESH_READ by the time it is a basis, as when another
+        # writer's publish lands more than a second after our read: put re-reads. (A basis
+        # younger than that stands for the pre-write read: tests/contract/test_ssm_calls.py.)
+        make=lambda: SsmStore(aws.client("ssm"), PARAMETER, fmt=fmt, monotonic=_aging()),
         plant=lambda value: aws.ssm.put_parameter(
             Name=PARAMETER, Value=value, Type="SecureString", Overwrite=True
         ),

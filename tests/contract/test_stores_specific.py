@@ -137,17 +137,21 @@ def test_sm_create_true_creates_with_kms_key(aws: Any) -> None:
     store.ping()
 
 
-def test_sm_publish_moves_stages_and_drops_pending(aws: Any) -> None:
+def test_sm_publish_moves_stages_and_pending_only_on_current(aws: Any) -> None:
     store = SecretsManagerStore(aws.secretsmanager, SECRET_ID, create=True)
     first = store.put(make_token("json", 300))
     second = store.put(make_token("json", 600))
     assert first.version != second.version
-    assert stages(aws) == {first.version: ["AWSPREVIOUS"], second.version: ["AWSCURRENT"]}
+    assert stages(aws) == {
+        first.version: ["AWSPREVIOUS"],
+        second.version: ["AWSCURRENT", "RotatorPending"],
+    }
     third = store.put(make_token("json", 900))
     now = stages(aws)
-    assert now[third.version] == ["AWSCURRENT"]
+    # the pending label moved off the old version with the next Put: only the current has it
+    assert now[third.version] == ["AWSCURRENT", "RotatorPending"]
     assert now[second.version] == ["AWSPREVIOUS"]
-    assert all("AWSPENDING" not in s for s in now.values())
+    assert [v for v, s in now.items() if "RotatorPending" in s] == [third.version]
 
 
 def test_sm_lost_race_retries_against_the_new_version(aws: Any) -> None:
@@ -165,12 +169,10 @@ def test_sm_lost_race_retries_against_the_new_version(aws: Any) -> None:
         "UpdateSecretVersionStage",  # fails: AWSCURRENT moved since our read
         "GetSecretValue",
         "UpdateSecretVersionStage",  # against the winner's version
-        "UpdateSecretVersionStage",  # drop AWSPENDING
     ]
     now = stages(aws)
-    assert now[result.version] == ["AWSCURRENT"]
+    assert now[result.version] == ["AWSCURRENT", "RotatorPending"]
     assert now[between.version] == ["AWSPREVIOUS"]
-    assert all("AWSPENDING" not in s for s in now.values())
 
 
 def test_sm_later_basis_means_no_call_and_winner_adoption_means_no_promotion(aws: Any) -> None:
@@ -193,9 +195,9 @@ def test_sm_later_basis_means_no_call_and_winner_adoption_means_no_promotion(aws
         "PutSecretValue",
         "UpdateSecretVersionStage",
         "GetSecretValue",
-        "UpdateSecretVersionStage",  # drop AWSPENDING from our unused version
+        "UpdateSecretVersionStage",  # drop our pending label from our unused version
     ]
-    assert all("AWSPENDING" not in s for s in stages(aws).values())
+    assert all("RotatorPending" not in s for s in stages(aws).values())
 
 
 def test_sm_empty_secret_gets_its_first_version(aws: Any) -> None:
@@ -206,7 +208,8 @@ def test_sm_empty_secret_gets_its_first_version(aws: Any) -> None:
     token = make_token("json")
     result = store.put(token)
     assert result.is_ours
-    assert stages(aws) == {result.version: ["AWSCURRENT"]}
+    # the pending label stays on the current version until the next Put moves it
+    assert stages(aws) == {result.version: ["AWSCURRENT", "RotatorPending"]}
     assert store.get().token == token
 
 
