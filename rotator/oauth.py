@@ -313,6 +313,10 @@ class TokenClient:
         self._deadline = deadline
         self._reresolve = reresolve_secret
 
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
     def __repr__(self) -> str:
         return f"TokenClient({safe_url(self._url)!r}, client_id={self._client_id!r})"
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from rotator.deadline import Deadline
 from rotator.errors import RotatorError
 from rotator.oauth import safe_url
+from rotator.token import jwt_claims
 
 if TYPE_CHECKING:
     import requests
@@ -112,10 +113,30 @@ def introspection_probe(
         if active is True:
             return ProbeResult(ACTIVE)
         if active is False:
-            return ProbeResult(REVOKED, f"{where} says the token is not active")
+            return ProbeResult(
+                REVOKED,
+                f"{where} says the token is not active{_audience_hint(token, client.client_id)}",
+            )
         return ProbeResult(ERROR, f"{where} answered without a boolean 'active'")
 
     return probe
+
+
+def _audience_hint(token: Token, client_id: str) -> str:
+    """Why a token may be "not active" without being revoked: Keycloak (26.x) answers
+    ``active: false`` to an introspecting client that is not in the token's ``aud``,
+    even the client the token was issued to. Said only when the JWT shows it."""
+    claims = jwt_claims(token.access_token)
+    if claims is None or "aud" not in claims:
+        return ""
+    aud = claims["aud"]
+    audience = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if client_id in audience:
+        return ""
+    return (
+        f" (client {client_id!r} is not in the token's audience `aud`, and Keycloak answers"
+        " 'not active' to such a client: add an audience mapper for it, see the README)"
+    )
 
 
 def _exchange(
