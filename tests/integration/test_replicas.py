@@ -21,7 +21,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from tests.fixtures.procs import (
     secretsmanager_reader,
     ssm_reader,
 )
+from tests.harness.factories import StubFactory
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,11 +65,8 @@ WRITE = re.compile(r" (published|kept newer token) credential=\S+ target=")
 
 
 @pytest.fixture
-def stub() -> Iterator[KeycloakStub]:
-    with KeycloakStub(
-        clients={CLIENT_ID: CLIENT_SECRET}, access_token_lifespan=LIFESPAN
-    ) as keycloak:
-        yield keycloak
+def stub(make_stub: StubFactory) -> KeycloakStub:
+    return make_stub(clients={CLIENT_ID: CLIENT_SECRET}, access_token_lifespan=LIFESPAN)
 
 
 def periods(times: list[float], gap: float) -> list[list[float]]:
