@@ -54,7 +54,7 @@ REPLICAS = 3
 PERIOD_GAP = 0.6
 # Token requests per steady refresh period, at most. Measured (3 replicas, 3 s tokens, 8
 # periods, load average 8 on 2 cores, two runs): Secrets Manager 1.875 and 2.5, file 1.75,
-# SSM 2.75; later (load average ~4): SM 1.875 twice, SSM 2.125 and 2.25, file 1.43. Why
+# SSM 2.75; later (load average ~6): SM 1.875 twice, SSM 2.125 and 2.25, file 1.43. Why
 # replicas fetch twice in one period, SSM included: the three are due within the jitter
 # window (5 % of a 3 s lifetime: 150 ms), and a run (read, token request, re-read, write)
 # takes 85-150 ms here, so a replica whose planned run comes before another's write has
