@@ -160,6 +160,13 @@ class HistoryWatcher(Poller):
                 raise AssertionError(f"no matching observation of {store or 'any store'}")
             time.sleep(0.02)
 
+    def wait_for_reads_after(self, after: float, *, timeout: float = 30.0) -> None:
+        """Until every store was read once more by a read started after ``after`` (epoch):
+        whatever was published before ``after`` has then been seen, however slow the
+        machine (call it after stopping the writer, before stopping the watcher)."""
+        for store in self.readers:
+            self.wait_for(lambda _: True, store=store, after=after, timeout=timeout)
+
     def wait_for_token(
         self, store: str, *, other_than: Iterable[str | None] = (), timeout: float = 10.0
     ) -> Observation:

@@ -146,9 +146,7 @@ def test_daemon_publishes_on_retry_without_fetching_again(
         # Stopped while watched, and each store read once more after that: a token fetched
         # just before the stop is seen in both stores (a watcher stopped first missed it).
         daemon.stop()
-        stopped = time.time()
-        for store in ("secretsmanager", "ssm"):
-            watcher.wait_for(lambda _: True, store=store, after=stopped, timeout=30)
+        watcher.wait_for_reads_after(time.time())
     assert daemon.proc.returncode == 0
     issued = kc.issued_tokens()
     histories = watcher.check(issued)
