@@ -13,10 +13,8 @@ import json
 import math
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from rotator.testing import KeycloakStub
 from tests.fixtures.aws import AwsEnv
 from tests.fixtures.oidc import OidcPeer
 from tests.harness.env import rotator_env
+from tests.harness.poll import Poller
 from tests.harness.process import Daemon, Result
 
 CLIENT_ID = "oms-client"
@@ -191,8 +190,7 @@ def token_requests(peer: OidcPeer) -> int:
     return int(peer.stats()["token_requests"])
 
 
-@dataclass
-class ConsumerWatcher:
+class ConsumerWatcher(Poller):
     """A consumer that polls every target and records each time it sees a dead token.
 
     A look is the read of one target; its instant is taken *before* the read, so a
@@ -201,48 +199,33 @@ class ConsumerWatcher:
     test planted itself (not issued by the server).
     """
 
-    readers: Mapping[str, Callable[[], str | None]]
-    is_active: Callable[[str], bool]
-    interval: float = 0.1
-    ignore: frozenset[str] = frozenset()
-    violations: list[str] = field(default_factory=list)
-    seen: dict[str, list[str]] = field(default_factory=dict)
-    looks: int = 0
-    errors: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> ConsumerWatcher:
-        self._thread = threading.Thread(target=self._run, name="store-watcher", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+    def __init__(
+        self,
+        readers: Mapping[str, Callable[[], str | None]],
+        is_active: Callable[[str], bool],
+        interval: float = 0.1,
+        ignore: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__(readers, interval=interval)
+        self.is_active = is_active
+        self.ignore = ignore
+        self.violations: list[str] = []
+        self.seen: dict[str, list[str]] = {}
+        self.looks = 0
+        self.errors: list[str] = []
+        self._last_expiry: dict[str, datetime] = {}
 
     def distinct(self, target: str) -> int:
         return len(self.seen.get(target, []))
 
-    def _run(self) -> None:
-        last_expiry: dict[str, datetime] = {}
-        while not self._stop.is_set():
-            for target, read in self.readers.items():
-                looked_at = datetime.now(UTC)
-                try:
-                    value = read()
-                except Exception as exc:  # noqa: BLE001 - recorded, asserted on by the test
-                    self.errors.append(f"{target}: {type(exc).__name__}: {exc}")
-                    continue
-                if value is None:
-                    continue  # not published yet
-                self.looks += 1
-                self._look(target, value, looked_at, last_expiry)
-            self._stop.wait(self.interval)
+    def record(self, store: str, started: float, ended: float, value: str | None) -> None:
+        if value is None:
+            return  # not published yet
+        self.looks += 1
+        self._look(store, value, datetime.fromtimestamp(started, UTC), self._last_expiry)
+
+    def record_error(self, store: str, started: float, ended: float, exc: Exception) -> None:
+        self.errors.append(f"{store}: {type(exc).__name__}: {exc}")
 
     def _look(
         self, target: str, value: str, looked_at: datetime, last_expiry: dict[str, datetime]
@@ -270,6 +253,12 @@ class ConsumerWatcher:
         last_expiry[target] = expires_at
 
 
+# The planted token's life (s): the daemon may take up to about 0.75 of it, less 2 s, to
+# start and adopt it before the planned refresh (a bound for a hang, not a speed).
+PLANTED_LIFETIME = 20.0
+PLANNED_RUN = re.compile(r"adopted credential=oms expires_at=\S+ next_run=(\S+)")
+
+
 def run_at_a_bad_phase(
     aws: AwsEnv,
     tmp_path: Path,
@@ -281,20 +270,24 @@ def run_at_a_bad_phase(
 ) -> ConsumerWatcher:
     """Make the daemon fetch a 3 s token at .9 of a wall-clock second, and watch.
 
-    A fresh token is planted whose planned refresh (75 % of 3 s, no jitter) falls at
-    N.9; the daemon adopts it at start-up and fetches at N.9. The server's `exp` (and
-    the published, whole-second expires_at) is N+3, but the daemon plans the next
-    refresh at N.9 + 2.25 = N+3.15: the published token is dead for ~0.15 s.
+    A fresh token is planted whose planned refresh (75 % of its life, no jitter) falls at
+    N.9, about 13 s ahead; the daemon adopts it at start-up and logs that plan (checked
+    to the millisecond: the set-up is proved by the daemon's own log, not by timing),
+    then fetches at N.9. The server's `exp` (and the published, whole-second expires_at)
+    is N+3, but a daemon planning from the unrounded send time would refresh at
+    N.9 + 2.25 = N+3.15: its published token would be dead for ~0.15 s. The watcher
+    keeps looking until the second fetched token is published, however long that takes.
     """
-    run_at = math.floor(time.time()) + 3.9
-    issued = run_at - 2.25
+    ratio = 0.75
+    run_at = math.floor(time.time()) + 12.9
+    issued = run_at - PLANTED_LIFETIME * ratio
 
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
     planted = "planted-token-not-from-the-server"
     doc = {"access_token": planted, "token_type": "Bearer", "issued_at": iso(issued)}
-    doc["expires_at"] = iso(issued + 3)
+    doc["expires_at"] = iso(issued + PLANTED_LIFETIME)
     aws.ssm.put_parameter(Name=PARAMETER, Value=json.dumps(doc), Type="SecureString")
     config = write_toml(
         tmp_path,
@@ -320,17 +313,25 @@ parameter = {toml_str(PARAMETER)}
         readers, is_active=is_active, interval=0.02, ignore=frozenset([planted])
     )
     with Daemon(env, tmp_path, args=("--config", config)) as daemon, watcher:
-        deadline = run_at - 0.2
-        while "adopted" not in daemon.stderr and time.time() < deadline:
+        while PLANNED_RUN.search(daemon.stderr) is None and time.time() < run_at:
             daemon.assert_running()
             time.sleep(0.05)
-        if watcher.distinct("ssm") != 1 or "adopted" not in daemon.stderr:
-            pytest.fail(f"set-up: the planted token was not adopted in time:\n{daemon.stderr}")
-        # past the second fetch (N+3.15) and its publish
-        time.sleep(max(0.0, run_at + 2.25 + 0.6 - time.time()))
+        plan = PLANNED_RUN.search(daemon.stderr)
+        if plan is None or watcher.distinct("ssm") != 1:
+            pytest.fail(
+                f"set-up: the planted token was not adopted before its refresh:\n{daemon.stderr}"
+            )
+        assert plan.group(1) == iso(run_at), f"set-up: the daemon planned {plan.group(1)}"
+        # the first fetch (N.9) and the second (due by N+3): three distinct tokens
+        deadline = run_at + 60
+        while watcher.distinct("ssm") < 3 and time.time() < deadline:
+            daemon.assert_running()
+            time.sleep(0.05)
         watcher.stop()
         code = daemon.terminate()
     if code != 0 or watcher.distinct("ssm") < 3:
         pytest.fail(f"set-up: expected two rotations and a clean exit:\n{daemon.stderr}")
+    fetched_at = [line for line in daemon.stderr.splitlines() if "rotated credential=oms" in line]
+    assert len(fetched_at) >= 2, daemon.stderr
     assert_clean([daemon], [secret, *watcher.seen["ssm"]])
     return watcher

@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.harness.poll import Poller, Reader
+
 
 def jwt_exp(token: str) -> int:
     """The ``exp`` claim of a stub-issued JWT (whole seconds)."""
@@ -54,9 +56,6 @@ class Observation:
     @property
     def time(self) -> float:
         return (self.started + self.ended) / 2
-
-
-Reader = Callable[[], "str | None"]
 
 
 def file_reader(path: Path) -> Reader:
@@ -109,7 +108,7 @@ class StoreHistory:
         return min(self.first_seen.values(), default=None)
 
 
-class HistoryWatcher:
+class HistoryWatcher(Poller):
     """Polls every store in ``readers`` from one thread and keeps every observation.
 
     ``check()`` then asserts what a consumer could have seen at any moment:
@@ -121,39 +120,18 @@ class HistoryWatcher:
     """
 
     def __init__(self, readers: Mapping[str, Reader], interval: float = 0.04) -> None:
-        self._readers = dict(readers)
-        self._interval = interval
-        self._stop = threading.Event()
+        super().__init__(readers, interval=interval)
         self._lock = threading.Lock()
         self.observations: list[Observation] = []
-        self._thread = threading.Thread(target=self._run, name="store-watcher", daemon=True)
 
-    def __enter__(self) -> HistoryWatcher:
-        self._thread.start()
-        return self
+    def record(self, store: str, started: float, ended: float, value: str | None) -> None:
+        with self._lock:
+            self.observations.append(Observation(started, ended, store, value))
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> HistoryWatcher:
-        return self.__enter__()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for name, read in self._readers.items():
-                started = time.time()
-                try:
-                    value, error = read(), None
-                except Exception as exc:  # recorded, and failed by check()
-                    value, error = None, f"{type(exc).__name__}: {exc}"
-                with self._lock:
-                    self.observations.append(Observation(started, time.time(), name, value, error))
-            self._stop.wait(self._interval)
+    def record_error(self, store: str, started: float, ended: float, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"  # failed by check()
+        with self._lock:
+            self.observations.append(Observation(started, ended, store, None, error))
 
     def snapshot(self, store: str | None = None) -> list[Observation]:
         with self._lock:
@@ -182,6 +160,13 @@ class HistoryWatcher:
                 raise AssertionError(f"no matching observation of {store or 'any store'}")
             time.sleep(0.02)
 
+    def wait_for_reads_after(self, after: float, *, timeout: float = 30.0) -> None:
+        """Until every store was read once more by a read started after ``after`` (epoch):
+        whatever was published before ``after`` has then been seen, however slow the
+        machine (call it after stopping the writer, before stopping the watcher)."""
+        for store in self.readers:
+            self.wait_for(lambda _: True, store=store, after=after, timeout=timeout)
+
     def wait_for_token(
         self, store: str, *, other_than: Iterable[str | None] = (), timeout: float = 10.0
     ) -> Observation:
@@ -204,7 +189,7 @@ class HistoryWatcher:
         it held."""
         issued = set(issued)
         histories: dict[str, StoreHistory] = {}
-        for name in self._readers:
+        for name in self.readers:
             history = StoreHistory(name)
             histories[name] = history
             published = False

@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 ROTATOR = (sys.executable, "-m", "rotator")
 CLI_TIMEOUT = 40.0  # a hang detector for one command
 STOP_TIMEOUT = 30.0  # a hang detector: a daemon stops in well under a second
+START_TIMEOUT = 30.0  # a hang detector for a daemon reaching a state
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,12 @@ class Daemon:
         name: str = "daemon",
         args: Sequence[str] = (),
         prefix: Sequence[str] = ROTATOR,
+        metrics_port: int | None = None,
     ) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.args = ("run", *args)
+        self.metrics_port = metrics_port
+        port_args = () if metrics_port is None else ("--metrics-port", str(metrics_port))
+        self.args = ("run", *port_args, *args)
         self.stdout_path = out_dir / f"{name}.stdout"
         self.stderr_path = out_dir / f"{name}.stderr"
         self._stdout = self.stdout_path.open("wb")
@@ -143,6 +148,37 @@ class Daemon:
         if self.proc.poll() is not None:
             pytest.fail(f"daemon exited early with {self.proc.returncode}:\n{self.stderr}")
         return True
+
+    def get(self, path: str) -> requests.Response:
+        """GET ``path`` from the daemon's health server (started with ``metrics_port``)."""
+        assert self.metrics_port is not None, "started without metrics_port"
+        return requests.get(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=30)
+
+    def wait_for(
+        self,
+        what: str,
+        condition: Callable[[], bool],
+        *,
+        timeout: float = START_TIMEOUT,
+        ignore: tuple[type[Exception], ...] = (requests.ConnectionError,),
+    ) -> None:
+        """Poll ``condition`` (its ``ignore`` errors count as not yet) until it holds; fail
+        with the log if the daemon exits first, or after ``timeout`` (a hang detector)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"daemon exited ({self.proc.returncode}) waiting for {what}:\n{self.stderr}"
+                )
+            try:
+                if condition():
+                    return
+            except ignore:
+                pass
+            time.sleep(0.05)
+        pytest.fail(
+            f"timed out after {timeout:.0f} s waiting for {what}; daemon log:\n{self.stderr}"
+        )
 
     def terminate(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM; the exit code. Fails the test (and kills the daemon) after ``timeout``:

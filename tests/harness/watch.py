@@ -12,20 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tests.fixtures.aws import AwsEnv, client_config
+from tests.harness.poll import Poller, Reader
 
 INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-
-
-Reader = Callable[[], "str | None"]
 
 
 def file_reader(path: Path) -> Reader:
@@ -90,43 +86,23 @@ def parse_instant(text: Any) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
-class StoreWatcher(threading.Thread):
+class StoreWatcher(Poller):
     """Reads one store in a loop until stop(); keeps every observation."""
 
     def __init__(self, name: str, read: Reader, *, interval: float = 0.01) -> None:
-        super().__init__(name=f"watch-{name}", daemon=True)
+        super().__init__({name: read}, interval=interval, name=f"watch-{name}")
         self.store = name
-        self._read = read
-        self._interval = interval
-        self._stop_event = threading.Event()
         self.observations: list[Observation] = []
         self.errors: list[str] = []
         self._values: set[str] = set()  # distinct raw values, counted as they come
 
-    def __enter__(self) -> StoreWatcher:
-        self.start()
-        return self
+    def record(self, store: str, started: float, ended: float, value: str | None) -> None:
+        self.observations.append(Observation(started, value))
+        if value is not None:
+            self._values.add(value)
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            at = time.time()
-            try:
-                value = self._read()
-            except Exception as exc:  # a read that failed is recorded, not a crash
-                self.errors.append(f"{at:.3f} {type(exc).__name__}: {exc}")
-            else:
-                self.observations.append(Observation(at, value))
-                if value is not None:
-                    self._values.add(value)
-            self._stop_event.wait(self._interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(10)
+    def record_error(self, store: str, started: float, ended: float, exc: Exception) -> None:
+        self.errors.append(f"{started:.3f} {type(exc).__name__}: {exc}")
 
     @property
     def distinct_values(self) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.test_infra import (
+from tests.infra.support import (
     ACCOUNT,
     FAKE_PARAMETERS,
     K8S,

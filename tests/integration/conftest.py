@@ -8,19 +8,21 @@ environment and watchers are plain code in ``tests/harness/``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rotator.testing import AwsLimitsProxy, FaultProxy, KeycloakStub
-from tests.harness.cli import CLIENT_ID, STUB_SECRET
+from tests.harness.cli import CLIENT_ID, STUB_SECRET, closed_port
+from tests.harness.env import rotator_env
 from tests.harness.factories import ProxyFactory, Spawn, StubFactory
+from tests.harness.health import GOOD_SECRET, SECRET_ENV
 from tests.harness.leaks import CLIENT_ID as LEAK_CLIENT_ID
 from tests.harness.leaks import SECRET as LEAK_SECRET
 from tests.harness.leaks import RecordingStub
-from tests.harness.process import RotatorProcess
+from tests.harness.process import Daemon, RotatorProcess
 
 
 @pytest.fixture
@@ -36,6 +38,40 @@ def make_stub() -> Iterator[StubFactory]:
     yield make
     for stub in stubs:
         stub.stop()
+
+
+@pytest.fixture
+def stub(make_stub: StubFactory) -> KeycloakStub:
+    """A started ``KeycloakStub`` with its defaults (client ``oms-client``/``oms-secret``)."""
+    return make_stub()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, moto_server: Any) -> Iterator[Callable[..., Daemon]]:
+    """``start_daemon(config_text, secret=...)``: ``rotator run`` with that TOML file, its
+    health server on a free port (``daemon.get(path)``), the client secret in
+    ``OMS_CLIENT_SECRET``; returned once /healthz answers; every daemon killed after."""
+    started: list[Daemon] = []
+
+    def start(config: str, *, secret: str = GOOD_SECRET) -> Daemon:
+        n = len(started)
+        config_path = tmp_path / f"rotator-{n}.toml"
+        config_path.write_text(config)
+        env = rotator_env(
+            moto_server.endpoint,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            ROTATOR_CONFIG=str(config_path),
+            **{SECRET_ENV: secret},
+        )
+        daemon = Daemon(env, tmp_path, name=f"daemon-{n}", metrics_port=closed_port())
+        started.append(daemon)
+        daemon.wait_for("the health server", lambda: daemon.get("/healthz").ok)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ consumer would.
   run's token is strictly later, and every publish that is not killed writes.
   Set CRASH_TEST_SEED to replay a run; the seed, the counts and where kills
   landed are printed and written to ``<pytest basetemp>/crash-report.json``.
-* The deterministic test SIGKILLs the process at exact points (between the
-  Secrets Manager write and its promotion, just after the promotion (the
+* The deterministic tests (``test_crash_points.py``) SIGKILL the process at exact
+  points (between the Secrets Manager write and its promotion, just after the promotion (the
   publish's last call), before and after the SSM write, with the file lock
   held and the temp file empty, just before the rename, ...), each followed by
   a clean run that must recover.
@@ -35,29 +35,35 @@ import statistics
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rotator.testing import KeycloakStub
 from tests.fixtures.aws import AwsEnv
-from tests.fixtures.procs import (
-    ROTATOR,
-    Daemon,
-    StoreWatcher,
-    cli_env,
-    file_reader,
-    run_cli,
-    secretsmanager_reader,
-    ssm_reader,
+from tests.harness.crash import (
+    CLIENT_SECRET,
+    LIFESPAN,
+    PARAMETER,
+    PUBLISHED,
+    STUB,
+    TOKEN_FILE,
+    Ramp,
+    assert_recovered,
+    check_watchers,
+    leftovers,
+    log_time,
+    sm_stages,
+    token_file,
+    watchers_for,
+    write_configs,
 )
+from tests.harness.env import rotator_env as cli_env
+from tests.harness.factories import StubFactory
+from tests.harness.process import ROTATOR, Daemon, run_cli
 
 pytestmark = pytest.mark.timeout(1200)  # above RANDOM_BUDGET: the budget fails first, with figures
 
-LIFESPAN = 2.0
 ROTATIONS = int(
     os.environ.get("CRASH_TEST_ROTATIONS", "100")
 )  # distinct published tokens required in every store
@@ -65,218 +71,11 @@ ROTATIONS = int(
 # have taken more than 170 s (57 per store in 174 s, load average 8).
 RANDOM_BUDGET = 900.0  # seconds before the random test gives up reaching ROTATIONS
 DAEMON_ROUNDS = 4
-CLIENT_ID = "oms-client"
-CLIENT_SECRET = "crash-client-secret"
-SECRET_ID = "crash/token"
-PARAMETER = "/crash/token"
-TOKEN_FILE = "token.json"
-STORES = ("secretsmanager", "ssm", "file")
-
-# Runs the CLI in a subprocess that SIGKILLs itself at one exact point.
-CRASH_WRAPPER = r"""
-import os, signal, sys
-
-point, args = sys.argv[1], sys.argv[2:]
-
-
-def die(*_args, **_kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-if point.startswith("aws:"):  # aws:<botocore event>, e.g. after-call.ssm.PutParameter
-    from rotator import app
-
-    event = point[4:]
-    build = app.AwsClients._build
-
-    def hooked(self, service, region, *rest):
-        client = build(self, service, region, *rest)
-        client.meta.events.register(event, die)
-        return client
-
-    app.AwsClients._build = hooked
-elif point == "after-fetch":
-    from rotator import oauth
-
-    post = oauth.TokenClient._post
-
-    def hooked_post(self, form, grant_type):
-        post(self, form, grant_type)
-        die()
-
-    oauth.TokenClient._post = hooked_post
-elif point.startswith("file:"):  # file:chmod (temp file made, lock held) / file:rename
-    wanted = {"file:chmod": "os.chmod", "file:rename": "os.rename"}[point]
-
-    def audit(event, event_args):
-        if event != wanted:
-            return
-        if wanted == "os.chmod" and isinstance(event_args[0], int):
-            die()  # os.fchmod of the fresh temp file: empty, lock held
-        if wanted == "os.rename" and str(event_args[0]).endswith(".tmp"):
-            die()  # the temp file is complete and fsynced, not yet renamed
-
-    sys.addaudithook(audit)
-else:
-    raise SystemExit(f"unknown crash point {point!r}")
-
-from rotator.cli import main
-
-sys.exit(main(args))
-"""
 
 
 @pytest.fixture
-def stub() -> Iterator[KeycloakStub]:
-    with KeycloakStub(
-        clients={CLIENT_ID: CLIENT_SECRET}, access_token_lifespan=LIFESPAN
-    ) as keycloak:
-        yield keycloak
-
-
-def _target_tables(file_path: Path) -> dict[str, str]:
-    return {
-        "secretsmanager": (
-            f'[[credentials.targets]]\ntype = "secretsmanager"\n'
-            f'secret_id = "{SECRET_ID}"\ncreate = true\n'
-        ),
-        "ssm": f'[[credentials.targets]]\ntype = "ssm"\nparameter = "{PARAMETER}"\n',
-        "file": f'[[credentials.targets]]\ntype = "file"\npath = "{file_path}"\n',
-    }
-
-
-def write_configs(folder: Path, token_url: str, file_path: Path) -> list[Path]:
-    """One config per rotation of the target order, so every store gets to be first,
-    middle and last: a kill lands before, between and after each one's publish."""
-    tables = _target_tables(file_path)
-    paths = []
-    for shift in range(len(STORES)):
-        order = STORES[shift:] + STORES[:shift]
-        text = (
-            "[[credentials]]\n"
-            'name = "crash"\n'
-            f'token_url = "{token_url}"\n'
-            f'client_id = "{CLIENT_ID}"\n'
-            'client_secret_env = "CRASH_CLIENT_SECRET"\n'
-            "[credentials.refresh]\n"
-            "retry_budget_seconds = 5\n"
-            "max_retry_wait_seconds = 0.5\n" + "".join(tables[name] for name in order)
-        )
-        path = folder / f"crash-{'-'.join(order)}.toml"
-        path.write_text(text)
-        paths.append(path)
-    return paths
-
-
-PUBLISHED = " published credential="
-
-
-def log_time(line: str) -> float:
-    """The epoch seconds of a text-format log line (``2026-11-29T00:23:23.143Z ...``)."""
-    stamp = line.split(" ", 1)[0]
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-
-
-def watchers_for(aws: AwsEnv, file_path: Path) -> dict[str, StoreWatcher]:
-    return {
-        "secretsmanager": StoreWatcher(
-            "secretsmanager", secretsmanager_reader(aws, SECRET_ID), interval=0.04
-        ),
-        "ssm": StoreWatcher("ssm", ssm_reader(aws, PARAMETER), interval=0.04),
-        "file": StoreWatcher("file", file_reader(file_path), interval=0.01),
-    }
-
-
-def sm_stages(aws: AwsEnv) -> Counter[str]:
-    versions = aws.secretsmanager.list_secret_version_ids(
-        SecretId=SECRET_ID, IncludeDeprecated=True
-    )["Versions"]
-    stages: Counter[str] = Counter(stage for v in versions for stage in v.get("VersionStages", []))
-    stages["versions"] = len(versions)
-    # rotator's pending label on a version that is not AWSCURRENT: an unfinished publish
-    stages["unpromoted_pending"] = sum(
-        1
-        for v in versions
-        if "RotatorPending" in v.get("VersionStages", [])
-        and "AWSCURRENT" not in v.get("VersionStages", [])
-    )
-    return stages
-
-
-def current_values(aws: AwsEnv, file_path: Path) -> dict[str, str]:
-    sm = aws.secretsmanager.get_secret_value(SecretId=SECRET_ID, VersionStage="AWSCURRENT")
-    ssm = aws.ssm.get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]
-    return {
-        "secretsmanager": sm["SecretString"],
-        "ssm": ssm["Value"],
-        "file": file_path.read_text(),
-    }
-
-
-def leftovers(folder: Path) -> list[Path]:
-    """Anything next to the token file but the file and its lock."""
-    return sorted(p for p in folder.iterdir() if p.name not in (TOKEN_FILE, TOKEN_FILE + ".lock"))
-
-
-def check_watchers(
-    watchers: dict[str, StoreWatcher], stub: KeycloakStub, minimum: int
-) -> tuple[dict[str, Any], list[str]]:
-    """A summary per store, and every problem any read showed."""
-    issued = stub.issued_tokens()
-    summary: dict[str, Any] = {}
-    problems: list[str] = []
-    for name, watcher in watchers.items():
-        verdict = watcher.check(issued)
-        summary[name] = {
-            "reads": verdict.reads,
-            "distinct_tokens": len(verdict.tokens),
-            "read_errors": len(watcher.errors),
-        }
-        problems += verdict.problems[:10]
-        problems += [f"{name}: read failed: {e}" for e in watcher.errors[:5]]
-        if len(verdict.tokens) < minimum:
-            problems.append(f"{name}: only {len(verdict.tokens)} distinct tokens seen")
-    return summary, problems
-
-
-class Ramp:
-    """Lengthens the stub's token lifespan by one second before every run.
-
-    Tokens are on whole seconds and a store keeps what it holds when the new token
-    expires at the same second, so two runs within one second would publish only
-    once. With the ramp every run's token expires strictly later than the last
-    one's: every publish that is not killed really writes, and a clean run after
-    a crash must replace what every store holds.
-    """
-
-    def __init__(self, stub: KeycloakStub, start: float) -> None:
-        self._stub = stub
-        self.lifespan = start
-
-    def bump(self) -> None:
-        self.lifespan += 1.0
-        self._stub.set_access_token_lifespan(self.lifespan)
-
-
-def assert_recovered(aws: AwsEnv, file_path: Path, stub: KeycloakStub) -> str:
-    """A clean run after the crashes: every store holds its token, stages are sane."""
-    values = current_values(aws, file_path)
-    tokens = {name: json.loads(value)["access_token"] for name, value in values.items()}
-    if len(set(tokens.values())) != 1:
-        shown = {
-            name: {k: v for k, v in json.loads(value).items() if k != "access_token"}
-            | {"token": tokens[name][-8:]}
-            for name, value in values.items()
-        }
-        raise AssertionError(f"stores disagree after a clean run: {shown} {dict(sm_stages(aws))}")
-    token = tokens["file"]
-    assert token in stub.issued_tokens()
-    stages = sm_stages(aws)
-    assert stages["AWSCURRENT"] == 1, stages
-    assert stages["unpromoted_pending"] == 0, stages  # the pending label stays on AWSCURRENT only
-    assert stages["AWSPREVIOUS"] <= 1, stages
-    assert (file_path.stat().st_mode & 0o777) == 0o600
-    return token
+def stub(make_stub: StubFactory) -> KeycloakStub:
+    return make_stub(**STUB)
 
 
 def test_kill_9_at_random_moments_never_corrupts_any_store(
@@ -288,9 +87,8 @@ def test_kill_9_at_random_moments_never_corrupts_any_store(
     seed = int(os.environ.get("CRASH_TEST_SEED") or time.time_ns() % 2**32)
     rng = random.Random(seed)
     print(f"CRASH_TEST_SEED={seed}")
-    folder = tmp_path / "out"
-    folder.mkdir()
-    file_path = folder / TOKEN_FILE
+    file_path = token_file(tmp_path)
+    folder = file_path.parent
     configs = write_configs(tmp_path, stub.token_url, file_path)
     env = cli_env(aws, CRASH_CLIENT_SECRET=CLIENT_SECRET)
     watchers = watchers_for(aws, file_path)
@@ -445,102 +243,3 @@ def test_kill_9_at_random_moments_never_corrupts_any_store(
     assert report["tokens_published_nowhere"] > 0, report
     assert report["tokens_published_in_some_stores_only"] > 0, report
     assert outcomes["killed"] >= ROTATIONS // 2, report
-
-
-CRASH_POINTS = [
-    # (point, what it leaves behind)
-    ("after-fetch", "a token issued, published nowhere"),
-    ("aws:after-call.secrets-manager.PutSecretValue", "a pending version, not promoted"),
-    ("aws:after-call.secrets-manager.UpdateSecretVersionStage", "promoted, the run not finished"),
-    ("aws:before-call.ssm.PutParameter", "SSM re-read, not written"),
-    ("aws:after-call.ssm.PutParameter", "SSM written, the run not finished"),
-    ("file:chmod", "file lock held, an empty temp file"),
-    ("file:rename", "a complete temp file, not renamed"),
-]
-
-
-def run_with_crash(point: str, config: Path, env: dict[str, str]) -> None:
-    result = run_cli(
-        ["once", "--force", "--config", str(config)],
-        env,
-        timeout=60,
-        prefix=(ROTATOR[0], "-c", CRASH_WRAPPER, point),
-    )
-    assert result.returncode == -signal.SIGKILL, f"{point}: {result.describe()}"
-
-
-def test_kill_9_at_exact_points_then_recovery(
-    aws: AwsEnv, stub: KeycloakStub, tmp_path: Path
-) -> None:
-    folder = tmp_path / "out"
-    folder.mkdir()
-    file_path = folder / TOKEN_FILE
-    configs = write_configs(tmp_path, stub.token_url, file_path)
-    env = cli_env(aws, CRASH_CLIENT_SECRET=CLIENT_SECRET)
-    watchers = watchers_for(aws, file_path)
-    ramp = Ramp(stub, LIFESPAN)
-    for watcher in watchers.values():
-        watcher.start()
-    try:
-        first = run_cli(["once", "--force", "--config", str(configs[0])], env, timeout=60)
-        assert first.returncode == 0, first.describe()
-        for point, _meaning in CRASH_POINTS:
-            for config in configs:  # each store first, middle and last
-                before = current_values(aws, file_path)
-                ramp.bump()
-                run_with_crash(point, config, env)
-                after = current_values(aws, file_path)
-                for name in STORES:  # whatever was not rewritten is untouched
-                    if after[name] != before[name]:
-                        assert json.loads(after[name])["access_token"] in stub.issued_tokens()
-                stages = sm_stages(aws)
-                assert stages["AWSCURRENT"] == 1, f"{point}: {stages}"
-                if point == "aws:after-call.secrets-manager.PutSecretValue":
-                    assert stages["unpromoted_pending"] == 1, stages
-                    assert after["secretsmanager"] == before["secretsmanager"]
-                temps = leftovers(folder)
-                if point in ("file:chmod", "file:rename"):
-                    # The dead writer's temp file: private, never what a reader opens.
-                    assert len(temps) == 1, temps
-                    assert (temps[0].lstat().st_mode & 0o777) == 0o600
-                    if point == "file:chmod":
-                        assert temps[0].read_text() == ""
-                    else:
-                        doc = json.loads(temps[0].read_text())
-                        assert doc["access_token"] in stub.issued_tokens()
-                    temps[0].unlink()  # see test_kill_before_rename_leaves_no_temp_file
-                assert leftovers(folder) == [], f"{point}: {temps}"
-                # The next run must not hang on a lock the dead process held.
-                ramp.bump()
-                clean = run_cli(["once", "--force", "--config", str(config)], env, timeout=30)
-                assert clean.returncode == 0, f"after {point}: {clean.describe()}"
-                assert_recovered(aws, file_path, stub)
-        time.sleep(0.1)
-    finally:
-        for watcher in watchers.values():
-            watcher.stop()
-    _, problems = check_watchers(watchers, stub, minimum=len(CRASH_POINTS) + 1)
-    assert not problems, "\n".join(problems)
-
-
-def test_kill_before_rename_leaves_no_temp_file(
-    aws: AwsEnv, stub: KeycloakStub, tmp_path: Path
-) -> None:
-    folder = tmp_path / "out"
-    folder.mkdir()
-    file_path = folder / TOKEN_FILE
-    config = tmp_path / "file-only.toml"
-    config.write_text(
-        "[[credentials]]\n"
-        'name = "crash"\n'
-        f'token_url = "{stub.token_url}"\n'
-        f'client_id = "{CLIENT_ID}"\n'
-        'client_secret_env = "CRASH_CLIENT_SECRET"\n' + _target_tables(file_path)["file"]
-    )
-    env = cli_env(aws, CRASH_CLIENT_SECRET=CLIENT_SECRET)
-    run_with_crash("file:rename", config, env)  # leaves one temp file (checked elsewhere)
-    # The next writer holds the lock, so any temp file it finds is a dead writer's.
-    stub.set_access_token_lifespan(LIFESPAN + 1)  # a strictly later token: a real write
-    clean = run_cli(["once", "--force", "--config", str(config)], env, timeout=30)
-    assert clean.returncode == 0, clean.describe()
-    assert leftovers(folder) == []

@@ -143,7 +143,10 @@ def test_daemon_publishes_on_retry_without_fetching_again(
         second = watcher.wait_for_token("secretsmanager", other_than=[first.value], timeout=8)
         watcher.wait_for_token("ssm", other_than=[first.value], timeout=3)
         time.sleep(lifetime)  # and one more, undisturbed
-    daemon.stop()
+        # Stopped while watched, and each store read once more after that: a token fetched
+        # just before the stop is seen in both stores (a watcher stopped first missed it).
+        daemon.stop()
+        watcher.wait_for_reads_after(time.time())
     assert daemon.proc.returncode == 0
     issued = kc.issued_tokens()
     histories = watcher.check(issued)

@@ -100,12 +100,6 @@ def moto_proxy(aws: Any) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture
-def stub() -> Iterator[KeycloakStub]:
-    with KeycloakStub() as kc:
-        yield kc
-
-
-@pytest.fixture
 def make_backend(aws: Any, moto_proxy: FaultProxy, tmp_path: Path) -> Callable[[str, str], Backend]:
     def make(kind: str, fmt: str = "json") -> Backend:
         if kind == "file":

@@ -12,7 +12,9 @@ periods by time (a period's requests come within a fraction of a second, periods
 are ~2 s apart). The first period is the cold start (every replica finds the
 target empty at once) and is reported apart. Figures are printed and written to
 ``<pytest basetemp>/replicas-<target>.json``; the steady state is bounded per target
-(``STEADY_FETCHES_BOUND``, from measurements).
+(``STEADY_FETCHES_BOUND``, from measurements). Duplicate fetches come from the schedule
+(replicas due within 150 ms of each other, a run longer than the gap), never from a
+replica missing a newer token: that is checked in order from the daemons' logs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from tests.fixtures.procs import (
     secretsmanager_reader,
     ssm_reader,
 )
+from tests.harness.factories import StubFactory
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,9 +54,15 @@ REPLICAS = 3
 PERIOD_GAP = 0.6
 # Token requests per steady refresh period, at most. Measured (3 replicas, 3 s tokens, 8
 # periods, load average 8 on 2 cores, two runs): Secrets Manager 1.875 and 2.5, file 1.75,
-# SSM 2.75. The rate grows with load (a replica's fetch and publish outlast the 150 ms
-# jitter spread), and SSM replicas almost never adopt each other's token (1 adoption in
-# 26 steps, 5-10 in 26 for the other targets): the bound pins today's worst measured state.
+# SSM 2.75; later (load average ~6): SM 1.875 twice, SSM 2.125 and 2.25, file 1.43. Why
+# replicas fetch twice in one period, SSM included: the three are due within the jitter
+# window (5 % of a 3 s lifetime: 150 ms), and a run (read, token request, re-read, write)
+# takes 85-150 ms here, so a replica whose planned run comes before another's write has
+# returned reads the old, due token and fetches too. It is the schedule, not the SSM store:
+# in the logs no replica ever fetched after another had published a newer token before its
+# planned run (``fetched_despite_a_newer_publish``, asserted below; SSM replicas adopted 5
+# and 6 times in about 25 steps in those runs). With real lifetimes (300 s: a 15 s jitter
+# window) duplicate fetches are rare. The bound pins the worst measured state.
 STEADY_FETCHES_BOUND = {"secretsmanager": 2.75, "file": 2.75, "ssm": 2.9}
 CLIENT_ID = "oms-client"
 CLIENT_SECRET = "replicas-client-secret"
@@ -61,14 +71,14 @@ PARAMETER = "/replicas/token"
 # The daemon's line per run, and the rotator's line per store write.
 STEP = re.compile(r" (rotated|adopted|published) credential=\S+ expires_at=")
 WRITE = re.compile(r" (published|kept newer token) credential=\S+ target=")
+# The same lines, with their log time, the token's expiry and the next planned run.
+RUN = re.compile(r"^(\S+) .* (rotated|adopted) credential=\S+ expires_at=(\S+) next_run=(\S+)")
+PUBLISH = re.compile(r"^(\S+) .* published credential=\S+ target=\S+ expires_at=(\S+)")
 
 
 @pytest.fixture
-def stub() -> Iterator[KeycloakStub]:
-    with KeycloakStub(
-        clients={CLIENT_ID: CLIENT_SECRET}, access_token_lifespan=LIFESPAN
-    ) as keycloak:
-        yield keycloak
+def stub(make_stub: StubFactory) -> KeycloakStub:
+    return make_stub(clients={CLIENT_ID: CLIENT_SECRET}, access_token_lifespan=LIFESPAN)
 
 
 def periods(times: list[float], gap: float) -> list[list[float]]:
@@ -104,6 +114,37 @@ def duplicate_fetch_figures(stub: KeycloakStub) -> dict[str, Any]:
         "fetches_per_steady_period": [len(g) for g in steady],
         "spread_ms_of_duplicates": [round((g[-1] - g[0]) * 1000) for g in steady if len(g) > 1],
     }
+
+
+def instant(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def fetched_despite_a_newer_publish(logs: dict[str, str]) -> list[str]:
+    """Fetches a replica made although another replica had already published a newer
+    token (a later ``expires_at`` than the one this replica held) before this replica's
+    planned run. A run reads the target first, so such a replica must have seen that
+    token, not yet due, and adopted it. Order from the logs, no time window: a publish is
+    logged after its write returned, and a run starts at or after its planned instant."""
+    publishes = [
+        (name, instant(m[1]), instant(m[2]))
+        for name, text in logs.items()
+        for m in map(PUBLISH.match, text.splitlines())
+        if m
+    ]
+    wrong: list[str] = []
+    for name, text in logs.items():
+        held: tuple[float, float] | None = None  # (expires_at, planned next run)
+        for line in text.splitlines():
+            if (m := RUN.match(line)) is None:
+                continue
+            if held is not None and m[2] == "rotated":
+                expires, planned = held
+                seen = [p for p in publishes if p[0] != name and p[2] > expires and p[1] < planned]
+                if seen:
+                    wrong.append(f"{name} fetched at {m[1]} although {seen[0][0]} had published")
+            held = (instant(m[3]), instant(m[4]))
+    return wrong
 
 
 def target_env(kind: str, aws: AwsEnv, tmp_path: Path) -> tuple[dict[str, str], Reader]:
@@ -196,10 +237,14 @@ def test_three_replicas_share_one_target(
     assert not watcher.errors, watcher.errors[:5]
     assert not verdict.problems, "\n".join(verdict.problems[:10])
     assert not errors, "\n".join(errors[:10])
-    # A refresh every 70-75 % of a lifetime counted from the whole second the token was
-    # issued in: between 1.1 s and 2.25 s apart with 3 s tokens.
-    seconds = observed + 1
-    assert seconds / 2.25 - 1 <= figures["refresh_periods"] <= seconds / 1.1 + 2, report
+    logs = {f"replica{i}": result.stderr for i, result in enumerate(results)}
+    assert fetched_despite_a_newer_publish(logs) == [], report
+    # The grouping of token requests into refresh periods is right (counts, not the time
+    # observed): every replica runs once a period, fetching or adopting, so each made as
+    # many steps as there were periods, or one fewer when stopped before its last one.
+    periods_seen = figures["refresh_periods"]
+    steps = [len(STEP.findall(result.stderr)) for result in results]
+    assert all(periods_seen - 1 <= n <= periods_seen for n in steps), (steps, report)
     # Bounded by the measured steady state (token requests per refresh period after the
     # cold start), with room for a loaded machine: not "fewer than all three".
     assert figures["steady_fetches_per_period"] is not None, report
