@@ -109,9 +109,10 @@ class Daemon:
 
     def start(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.background import BackgroundScheduler
 
-        scheduler = BackgroundScheduler(
+        from rotator.lazyscheduler import LazyWakeScheduler
+
+        scheduler = LazyWakeScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=self._max_workers)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone=UTC,
