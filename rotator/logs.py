@@ -47,6 +47,28 @@ class _ScrubbingFormatter(logging.Formatter):
         return f"{ts}Z {record.levelname:<7} {message}"
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that formats (and scrubs) a record before taking the lock: the
+    lock is held only to write a finished line, so 32 workers logging at once do not
+    queue behind one another's formatting."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:  # as logging.Handler.emit does: report, never raise
+            self.handleError(record)
+            return True
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(line)
+                self.flush()
+            except Exception:
+                self.handleError(record)
+        return True
+
+
 MAX_CHAIN = 8
 
 
@@ -73,7 +95,7 @@ def cause_chain(error: BaseException, limit: int = 200) -> str:
 
 def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
     """Configure the root logger once; quiet chatty libraries."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Handler(stream or sys.stderr)
     handler.setFormatter(_ScrubbingFormatter(fmt))
     root = logging.getLogger()
     for old in list(root.handlers):

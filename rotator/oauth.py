@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeGuard
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from rotator.clock import Clock
 from rotator.config import connect_host, is_loopback
@@ -77,6 +77,23 @@ def check_http_url(url: str, where: str) -> None:
         raise ConfigError(
             f"{where}: plain http:// is refused except to loopback: {safe_url(url)!r}"
         )
+
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def encode_form(fields: Mapping[str, str | Sequence[str] | None]) -> bytes:
+    """The form body exactly as requests encodes ``data=fields`` (UTF-8, ``quote_plus``,
+    a list as a repeated field, in order, None left out), done here: requests' own path
+    runs runtime Protocol checks on every call, a measurable share of a rotation's CPU."""
+    pairs = [
+        (key, value)
+        for key, values in fields.items()
+        if values is not None
+        for value in ([values] if isinstance(values, str) else values)
+        if value is not None
+    ]
+    return urlencode(pairs).encode("ascii")
 
 
 def safe_url(url: str) -> str:
@@ -402,9 +419,9 @@ class TokenClient:
             try:
                 response = self._session.post(
                     self._url,
-                    data=data,
+                    data=encode_form(data),
                     auth=auth,
-                    headers={"Accept": "application/json"},
+                    headers={"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE},
                     timeout=self._timeout,
                     verify=self._verify,
                     proxies=self._proxies,

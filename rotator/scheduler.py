@@ -132,9 +132,10 @@ class Daemon:
 
     def start(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.background import BackgroundScheduler
 
-        scheduler = BackgroundScheduler(
+        from rotator.lazyscheduler import LazyWakeScheduler
+
+        scheduler = LazyWakeScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=self._max_workers)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone=UTC,
@@ -165,9 +166,20 @@ class Daemon:
         from apscheduler.jobstores.base import JobLookupError
 
         now = time.monotonic()
+        overdue = [
+            (name, job_id)
+            for name, (job_id, deadline) in list(self._deadlines.items())
+            if now > deadline + grace
+        ]
+        if not overdue:
+            return 0
+        # Only a job still in the job store can be held back by the wall clock; one that
+        # was submitted waits for a worker (a burst of them at start-up): skip it here
+        # rather than pay a JobLookupError for each, every second.
+        waiting = {job.id for job in self._scheduler.get_jobs()}
         fired = 0
-        for name, (job_id, deadline) in list(self._deadlines.items()):
-            if now <= deadline + grace:
+        for name, job_id in overdue:
+            if job_id not in waiting:
                 continue
             try:
                 self._scheduler.modify_job(job_id, next_run_time=self._scheduler_now())

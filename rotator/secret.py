@@ -44,32 +44,71 @@ class Secret:
         raise TypeError("Secret values cannot be pickled")
 
 
+_KEY = 6  # the shortest secret masked, and the length of the index key
+
+
 class _Registry:
-    """Known secret strings, so that a log formatter can mask any that slip through."""
+    """Known secret strings, so that a log formatter can mask any that slip through.
+
+    ``scrub`` runs on every log line, against up to `limit` values (one per token issued):
+    instead of one substring search per value, the values are indexed by their last
+    `_KEY` characters (their first ones are shared: every JWT starts ``eyJhbGciOi``) and
+    the text is scanned once, so its cost follows the text's length, not how many
+    secrets are known. Every character of every occurrence of every value is masked
+    (overlapping or adjacent occurrences become one mask).
+    """
 
     def __init__(self, limit: int = 4096) -> None:
         self._lock = threading.Lock()
-        self._values: dict[str, None] = {}
+        self._values: dict[str, None] = {}  # oldest first
+        self._index: dict[str, dict[str, None]] = {}  # last _KEY characters -> values
         self._limit = limit
 
     def add(self, value: str) -> None:
-        if len(value) < 6:  # too short to mask without mangling ordinary words
+        if len(value) < _KEY:  # too short to mask without mangling ordinary words
             return
         with self._lock:
-            self._values.pop(value, None)
+            if self._values.pop(value, 0) is None:
+                self._values[value] = None  # seen again: newest again
+                return
             self._values[value] = None
+            self._index.setdefault(value[-_KEY:], {})[value] = None
             while len(self._values) > self._limit:
-                self._values.pop(next(iter(self._values)))
+                oldest = next(iter(self._values))
+                del self._values[oldest]
+                bucket = self._index[oldest[-_KEY:]]
+                del bucket[oldest]
+                if not bucket:
+                    del self._index[oldest[-_KEY:]]
 
     def values(self) -> Iterable[str]:
         with self._lock:
             return list(self._values)
 
     def scrub(self, text: str) -> str:
-        for value in self.values():
-            if value in text:
-                text = text.replace(value, _REDACTED)
-        return text
+        index = self._index
+        # where a known value may end (a dict lookup is atomic: no lock for the common case)
+        ends = [i + _KEY for i in range(len(text) - _KEY + 1) if text[i : i + _KEY] in index]
+        if not ends:
+            return text
+        runs: list[tuple[int, int]] = []
+        with self._lock:
+            for end in ends:
+                for value in index.get(text[end - _KEY : end], ()):
+                    start = end - len(value)
+                    if start >= 0 and text.startswith(value, start):
+                        runs.append((start, end))
+        if not runs:
+            return text
+        runs.sort()
+        parts: list[str] = []
+        at = 0  # text[:at] is emitted or masked
+        for start, end in runs:
+            if start > at or not parts:
+                parts += [text[at:start], _REDACTED]
+            at = max(at, end)
+        parts.append(text[at:])
+        return "".join(parts)
 
 
 REGISTRY = _Registry()

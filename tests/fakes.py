@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 from requests.structures import CaseInsensitiveDict
 
@@ -197,8 +198,24 @@ class SentRequest:
     kwargs: dict[str, Any]
 
     @property
-    def form(self) -> dict[str, str]:
-        return dict(self.kwargs.get("data") or {})
+    def form(self) -> dict[str, Any]:
+        """The form fields the encoded body carries: a value, or a list for a field
+        sent more than once (as the client's dict said before encoding)."""
+        body = self.kwargs.get("data")
+        if body is None:
+            return {}
+        assert isinstance(body, bytes), f"the form must go out encoded, got {type(body)}"
+        assert self.kwargs["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+        fields: dict[str, Any] = {}
+        for key, value in parse_qsl(
+            body.decode("ascii"), keep_blank_values=True, strict_parsing=True
+        ):
+            previous = fields.get(key)
+            if previous is None:
+                fields[key] = value
+            else:
+                fields[key] = [*([previous] if isinstance(previous, str) else previous), value]
+        return fields
 
 
 class FakeSession:

@@ -69,9 +69,7 @@ def previous_grant(clock: FakeClock) -> Grant:
 
 
 def jti(sent: Any) -> str:
-    claims = jwt.decode(
-        sent.kwargs["data"]["client_assertion"], options={"verify_signature": False}
-    )
+    claims = jwt.decode(sent.form["client_assertion"], options={"verify_signature": False})
     return str(claims["jti"])
 
 
@@ -79,7 +77,7 @@ def test_client_credentials_form(clock: FakeClock, key_path: Path) -> None:
     session = FakeSession(ok())
     tc, _ = jwt_client(session, clock, key_path)
     tc.client_credentials()
-    data = session.sent[0].kwargs["data"]
+    data = session.sent[0].form
     assert data["grant_type"] == "client_credentials"
     assert data["scope"] == "oms.read"
     assert data["audience"] == "oms-api"
@@ -98,12 +96,12 @@ def test_extra_params_and_a_new_assertion_on_refresh_and_fallback(
     tc, _ = jwt_client(session, clock, key_path)
     tc.fetch(previous_grant(clock))  # refresh, accepted
     tc.fetch(previous_grant(clock))  # refresh refused -> client_credentials at once
-    grants = [s.kwargs["data"]["grant_type"] for s in session.sent]
+    grants = [s.form["grant_type"] for s in session.sent]
     assert grants == ["refresh_token", "refresh_token", "client_credentials"]
     for sent in session.sent:
-        assert sent.kwargs["data"]["audience"] == "oms-api"
-        assert sent.kwargs["data"]["resource"] == ["https://a", "https://b"]
-    assert session.sent[0].kwargs["data"]["refresh_token"] == REFRESH
+        assert sent.form["audience"] == "oms-api"
+        assert sent.form["resource"] == ["https://a", "https://b"]
+    assert session.sent[0].form["refresh_token"] == REFRESH
     assert len({jti(s) for s in session.sent}) == 3
 
 
@@ -155,7 +153,7 @@ def test_rejection_rereads_the_key_once_and_retries_with_a_rotated_key(
     tc.client_credentials()
     assert len(session.sent) == 2
     assert keys.get().thumbprint != before
-    second = session.sent[1].kwargs["data"]["client_assertion"]
+    second = session.sent[1].form["client_assertion"]
     jwt.decode(
         second,
         rsa_key(2048, 1).public_key(),
@@ -198,7 +196,7 @@ def test_client_secret_jwt_rereads_a_rotated_secret_once(clock: FakeClock, tmp_p
         client_auth=auth,
     )
     tc.client_credentials()  # rejected, secret changed: asked again, signed with the new one
-    second = session.sent[1].kwargs["data"]["client_assertion"]
+    second = session.sent[1].form["client_assertion"]
     jwt.decode(
         second, new.encode(), algorithms=["HS256"], audience=URL, options={"verify_exp": False}
     )

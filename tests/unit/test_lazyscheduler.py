@@ -1,0 +1,129 @@
+"""LazyWakeScheduler: an added job wakes the scheduler's thread only if it is due before
+the thread's planned wake-up, and every job still runs.
+
+A real scheduler thread, real time: waits are hang budgets (30 s), never speed asserts.
+The "far" job is an hour away, so a job whose wake-up was wrongly skipped would wait an
+hour and fail its budget.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rotator.lazyscheduler import LazyWakeScheduler
+
+BUDGET = 30.0
+
+
+class CountingEvent(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+@pytest.fixture
+def scheduler() -> Iterator[LazyWakeScheduler]:
+    sched = LazyWakeScheduler(timezone=UTC)
+    sched._event = CountingEvent()  # kept by start() as it is not set: counts wake-ups
+    sched.start()
+    yield sched
+    sched.shutdown(wait=False)
+
+
+def at(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def add(sched: LazyWakeScheduler, when: datetime, done: threading.Event) -> None:
+    sched.add_job(done.set, trigger="date", run_date=when)
+
+
+def settle(sched: LazyWakeScheduler) -> None:
+    """Wait until the thread has planned its sleep (its wake-up is known)."""
+    for _ in range(3000):
+        if sched._wake_at is not None and not sched._event.is_set():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the scheduler thread never planned its sleep")
+
+
+def test_later_jobs_do_not_wake_the_thread(scheduler: LazyWakeScheduler) -> None:
+    add(scheduler, at(3600), threading.Event())
+    settle(scheduler)
+    event = scheduler._event
+    assert isinstance(event, CountingEvent)
+    before = event.sets
+    for i in range(50):
+        add(scheduler, at(3600 + i), threading.Event())
+    assert event.sets == before
+    assert len(scheduler.get_jobs()) == 51
+
+
+def test_an_earlier_job_wakes_the_thread_and_runs(scheduler: LazyWakeScheduler) -> None:
+    add(scheduler, at(3600), threading.Event())
+    settle(scheduler)
+    event = scheduler._event
+    assert isinstance(event, CountingEvent)
+    before = event.sets
+    done = threading.Event()
+    add(scheduler, at(0.05), done)
+    assert event.sets == before + 1
+    assert done.wait(BUDGET)  # without the wake-up it would wait for the hour-long job
+
+
+def test_a_job_after_an_earlier_one_runs_when_the_thread_wakes(
+    scheduler: LazyWakeScheduler,
+) -> None:
+    add(scheduler, at(3600), threading.Event())
+    first, second = threading.Event(), threading.Event()
+    add(scheduler, at(0.2), first)
+    settle(scheduler)  # the thread now sleeps until `first`
+    add(scheduler, at(0.3), second)  # no wake-up needed: after `first`
+    assert first.wait(BUDGET)
+    assert second.wait(BUDGET)
+
+
+def test_modify_job_still_wakes_the_thread(scheduler: LazyWakeScheduler) -> None:
+    done = threading.Event()
+    job = scheduler.add_job(done.set, trigger="date", run_date=at(3600))
+    settle(scheduler)
+    scheduler.modify_job(job.id, next_run_time=datetime.now(UTC))
+    assert done.wait(BUDGET)
+
+
+def test_jobs_added_from_many_threads_while_it_plans_all_run(
+    scheduler: LazyWakeScheduler,
+) -> None:
+    """Adds racing the thread's planning: a wrongly skipped wake-up leaves a job waiting
+    for the hour-long one."""
+    add(scheduler, at(3600), threading.Event())
+    rng = random.Random(14)
+    delays = [[rng.uniform(0.0, 0.5) for _ in range(40)] for _ in range(8)]
+    events = [[threading.Event() for _ in row] for row in delays]
+
+    def adder(row: list[float], done: list[threading.Event]) -> None:
+        for delay, event in zip(row, done, strict=True):
+            add(scheduler, at(delay), event)
+            threading.Event().wait(delay / 20)
+
+    threads = [
+        threading.Thread(target=adder, args=(row, done))
+        for row, done in zip(delays, events, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BUDGET)
+    end = time.monotonic() + BUDGET  # one budget for all: a hang detector
+    missed = [e for row in events for e in row if not e.wait(max(0.0, end - time.monotonic()))]
+    assert missed == []
