@@ -20,7 +20,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 
 __all__ = ["LazyWakeScheduler"]
 
@@ -33,7 +35,15 @@ class LazyWakeScheduler(BackgroundScheduler):  # type: ignore[misc]
 
     def _process_jobs(self) -> float | None:
         with self._jobstores_lock:  # a re-entrant lock: the same one the parent takes
-            wait: float | None = super()._process_jobs()
+            try:
+                wait: float | None = super()._process_jobs()
+            except JobLookupError:
+                # APScheduler's own race: shutdown() marks the scheduler stopped while this
+                # pass is removing a date job that has run, and remove_job then looks among
+                # the pending jobs only. Stopping anyway: end the pass quietly.
+                if self.state != STATE_STOPPED:
+                    raise
+                return None
             self._wake_at = (
                 None if wait is None else datetime.now(self.timezone) + timedelta(seconds=wait)
             )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from rotator.deadline import Deadline
 from rotator.errors import RotatorError
-from rotator.oauth import safe_url
+from rotator.oauth import FORM_CONTENT_TYPE, encode_form, safe_url
 from rotator.token import jwt_claims
 
 if TYPE_CHECKING:
@@ -95,9 +95,10 @@ def introspection_probe(
             )
         except RotatorError as exc:  # the client secret or key could not be read
             return ProbeResult(ERROR, f"{where}: {exc}")
-        headers = {"Accept": "application/json"}
+        # encoded as the token request is, the same bytes requests would send
+        headers = {"Accept": "application/json", "Content-Type": FORM_CONTENT_TYPE}
         answer = _exchange(
-            session, "POST", url, options, where, data=data, auth=auth, headers=headers
+            session, "POST", url, options, where, data=encode_form(data), auth=auth, headers=headers
         )
         if isinstance(answer, ProbeResult):
             return answer

@@ -127,3 +127,22 @@ def test_jobs_added_from_many_threads_while_it_plans_all_run(
     end = time.monotonic() + BUDGET  # one budget for all: a hang detector
     missed = [e for row in events for e in row if not e.wait(max(0.0, end - time.monotonic()))]
     assert missed == []
+
+
+def test_a_shutdown_during_a_pass_ends_it_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """shutdown() marks the scheduler stopped while its thread removes a date job that ran;
+    APScheduler then raises JobLookupError in that thread (a traceback at SIGTERM)."""
+    from apscheduler.jobstores.base import JobLookupError
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED
+
+    def lost(self: object) -> float | None:
+        raise JobLookupError("gone")
+
+    monkeypatch.setattr(BackgroundScheduler, "_process_jobs", lost)
+    sched = LazyWakeScheduler(timezone=UTC)
+    sched.state = STATE_STOPPED
+    assert sched._process_jobs() is None
+    sched.state = STATE_RUNNING  # while running it is a real error, not hidden
+    with pytest.raises(JobLookupError):
+        sched._process_jobs()
