@@ -244,7 +244,9 @@ def test_three_replicas_share_one_target(
     # many steps as there were periods, or one fewer when stopped before its last one.
     periods_seen = figures["refresh_periods"]
     steps = [len(STEP.findall(result.stderr)) for result in results]
-    assert all(periods_seen - 1 <= n <= periods_seen for n in steps), (steps, report)
+    # (+1: a replica's first token, fetched at its start, may be refreshed early once,
+    # anywhere from 37.5 % of its lifetime, so that a fleet started together spreads)
+    assert all(periods_seen - 1 <= n <= periods_seen + 1 for n in steps), (steps, report)
     # Bounded by the measured steady state (token requests per refresh period after the
     # cold start), with room for a loaded machine: not "fewer than all three".
     assert figures["steady_fetches_per_period"] is not None, report
