@@ -113,8 +113,8 @@ def _read_chunked(rfile: BufferedIOBase, limit: int) -> bytes:
             raise _BodyError(400, "malformed chunked body")
         try:
             size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise _BodyError(400, "malformed chunk size") from None
+        except ValueError as exc:
+            raise _BodyError(400, "malformed chunk size") from exc
         if size < 0:
             raise _BodyError(400, "malformed chunk size")
         if size == 0:
@@ -147,8 +147,8 @@ def _read_body(rfile: BufferedIOBase, headers: Message, limit: int) -> bytes:
         return b""
     try:
         size = int(content_length)
-    except ValueError:
-        raise _BodyError(400, "invalid Content-Length") from None
+    except ValueError as exc:
+        raise _BodyError(400, "invalid Content-Length") from exc
     if size < 0:
         raise _BodyError(400, "invalid Content-Length")
     if size > limit:
