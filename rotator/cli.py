@@ -243,8 +243,8 @@ def _seconds_env(name: str) -> float:
     raw = os.environ[name]
     try:
         return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds: {raw!r}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of seconds: {raw!r}") from exc
 
 
 def console_main() -> None:

@@ -261,14 +261,14 @@ def _from_file(path: Path, *, require_client: bool) -> Settings:
 
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {str(path)!r}") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {str(path)!r}") from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
     return from_mapping(data, source=str(path), require_client=require_client)
 
 
@@ -835,8 +835,8 @@ def _opt_count(value: Any, where: str) -> int | None:
 def _port(value: Any, where: str) -> int:
     try:
         port = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where} must be a port number: {value!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} must be a port number: {value!r}") from exc
     if isinstance(value, bool) or not 0 <= port <= 65535:
         raise ConfigError(f"{where} must be a port number (0-65535): {value!r}")
     return port
@@ -849,18 +849,18 @@ def _address(value: Any, where: str) -> str:
     if address != "localhost":
         try:
             ipaddress.ip_address(address)
-        except ValueError:
+        except ValueError as exc:
             raise ConfigError(
                 f"{where} must be an IP address to bind to (or localhost): {address!r}"
-            ) from None
+            ) from exc
     return address
 
 
 def _workers(value: Any, where: str) -> int:
     try:
         number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where} must be a whole number of threads: {value!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} must be a whole number of threads: {value!r}") from exc
     if isinstance(value, bool) or not 1 <= number <= 256:
         raise ConfigError(f"{where} must be between 1 and 256: {value!r}")
     return number
@@ -883,11 +883,11 @@ def check_ca_bundle(path: str, where: str) -> None:
         else:
             with bundle.open("rb") as handle:
                 handle.read(1)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: CA bundle not found: {path!r}") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: CA bundle not found: {path!r}") from exc
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{where}: cannot read CA bundle {path!r}: {reason}") from None
+        raise ConfigError(f"{where}: cannot read CA bundle {path!r}: {reason}") from exc
 
 
 def is_loopback(host: str | None) -> bool:

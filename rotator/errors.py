@@ -6,6 +6,8 @@ CLI maps it to, so the retry policy and the CLI never inspect messages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -29,6 +31,10 @@ class SecretSourceError(RotatorError):
     """The client secret could not be resolved from its configured source."""
 
     exit_code = EXIT_USAGE
+
+
+class KeySourceError(SecretSourceError):
+    """The private key is missing, unreadable, encrypted or of the wrong type (exit 2)."""
 
 
 class TokenEndpointError(RotatorError):
@@ -91,6 +97,16 @@ class StoreError(RotatorError):
         self.action = action
 
 
+class PublishFailed(StoreError):
+    """At least one target did not take the token; the others did."""
+
+    def __init__(self, failures: Sequence[tuple[str, StoreError]]) -> None:
+        text = "; ".join(str(err) for _, err in failures)
+        super().__init__(f"publish failed for {len(failures)} target(s): {text}")
+        self.failures = list(failures)
+        self.is_transient = all(err.is_transient for _, err in failures)
+
+
 class StoreUnavailable(StoreError):
     """Throttling, 5xx or a dropped connection: worth a retry."""
 
@@ -128,3 +144,7 @@ class VerificationUnavailable(VerificationFailed):
     """verify_url could not be reached or answered 5xx: worth a retry."""
 
     is_transient = True
+
+
+class TokenUnavailable(RotatorError):
+    """The store holds no usable token (missing, unreadable or expired)."""

@@ -75,5 +75,5 @@ def _resolve(value: object, where: str, kind: str, lookup: Callable[[str], int])
         raise ConfigError(f"{where} must be a {kind} name or a numeric id: {value!r}")
     try:
         return lookup(value)
-    except KeyError:
-        raise ConfigError(f"{where}: no such {kind} on this machine: {value!r}") from None
+    except KeyError as exc:
+        raise ConfigError(f"{where}: no such {kind} on this machine: {value!r}") from exc

@@ -58,17 +58,17 @@ def write_new(path: Path, data: bytes, mode: int) -> None:
     """Create `path` with `mode` (whatever the umask); refuse to replace anything."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    except FileExistsError:
-        raise ConfigError(f"{str(path)!r} already exists: refusing to overwrite a key") from None
+    except FileExistsError as exc:
+        raise ConfigError(f"{str(path)!r} already exists: refusing to overwrite a key") from exc
     except OSError as exc:
-        raise ConfigError(f"cannot create {str(path)!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot create {str(path)!r}: {exc.strerror}") from exc
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
     except OSError as exc:
         path.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {str(path)!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot write {str(path)!r}: {exc.strerror}") from exc
 
 
 def keygen(

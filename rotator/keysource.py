@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rotator.config import SecretSource
-from rotator.errors import SecretSourceError, StoreNotFound
+from rotator.errors import KeySourceError, SecretSourceError, StoreNotFound
 from rotator.secret import Secret, register
 
 # IAM actions needed to read a private key kept in AWS (the client secret's too).
@@ -32,10 +32,6 @@ IAM_ACTIONS: tuple[str, ...] = ("secretsmanager:GetSecretValue", "ssm:GetParamet
 # Which key type each signing algorithm needs.
 KEY_TYPES = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC"}
 MIN_RSA_BITS = 2048
-
-
-class KeySourceError(SecretSourceError):
-    """The private key is missing, unreadable, encrypted or of the wrong type (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +100,7 @@ def load_signing_key(pem: str, *, alg: str, kid: str | None, where: str) -> Sign
             "unencrypted where only rotator can read it (file mode 0600, Secrets Manager, "
             "SSM SecureString)"
         )
+    # No cause on these two: the parser's text describes the key material.
     try:
         key = load_pem_private_key(pem.encode(), password=None)
     except TypeError:  # encrypted, with a header our check above did not see
@@ -252,10 +249,13 @@ _AWS = {
 def _read_file(ref: str) -> str:
     try:
         text = Path(ref).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KeySourceError(f"private key file not found: {ref!r}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
+    except FileNotFoundError as exc:
+        raise KeySourceError(f"private key file not found: {ref!r}") from exc
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise KeySourceError(f"cannot read private key file {ref!r}: {reason}") from exc
+    except UnicodeDecodeError:  # its text quotes a byte of the key: no cause
+        reason = "UnicodeDecodeError"
         raise KeySourceError(f"cannot read private key file {ref!r}: {reason}") from None
     if not text.strip():
         raise KeySourceError(f"private key file {ref!r} is empty")

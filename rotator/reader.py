@@ -25,7 +25,7 @@ import requests
 import requests.auth
 
 from rotator.clock import Clock, SystemClock, format_instant
-from rotator.errors import RotatorError, StoreError
+from rotator.errors import StoreError, TokenUnavailable
 from rotator.stores.base import TokenStore
 from rotator.token import Token
 
@@ -37,10 +37,6 @@ log = logging.getLogger("rotator.reader")
 # single attempt, instead of botocore's 60 s timeouts and its own retries.
 READER_CONNECT_TIMEOUT_SECONDS = 2.0
 READER_READ_TIMEOUT_SECONDS = 5.0
-
-
-class TokenUnavailable(RotatorError):
-    """The store holds no usable token (missing, unreadable or expired)."""
 
 
 class TokenReader:

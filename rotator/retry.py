@@ -1,6 +1,6 @@
 """The retry policy: what is transient, how long to wait, when to give up.
 
-tenacity supplies the exponential back-off with jitter; we add Retry-After
+tenacity runs the retry loop with exponential back-off and jitter; we add Retry-After
 and a cap tied to the token's lifetime. The same ``Backoff`` serves the daemon
 (which reschedules instead of sleeping) and ``once`` (a tenacity loop whose
 sleep waits on the shutdown event, so SIGTERM cuts a back-off short).
@@ -8,6 +8,7 @@ sleep waits on the shutdown event, so SIGTERM cuts a back-off short).
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,14 +49,13 @@ class Backoff:
 
     def wait(self, attempt: int, exc: BaseException | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        import tenacity  # first needed after a failure: keep it off the happy path
-
-        strategy = tenacity.wait_exponential_jitter(
-            multiplier=self.initial, max=self.cap, jitter=self.jitter
-        )
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = max(1, attempt)
-        wait = float(strategy(state))
+        # tenacity's wait_exponential_jitter formula, written out: the daemon asks for a
+        # wait by attempt number outside any tenacity loop, so there is no RetryCallState.
+        try:
+            wait = self.initial * 2.0 ** (max(1, attempt) - 1) + random.uniform(0, self.jitter)  # noqa: S311
+        except OverflowError:
+            wait = self.cap
+        wait = max(0.0, min(wait, self.cap))
         # Retry-After can only lengthen the wait: a "Retry-After: 0" (or a date in
         # the past) must not remove the back-off and turn retries into a spin.
         retry_after = getattr(exc, "retry_after", None)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from rotator.clock import Clock, format_instant
-from rotator.errors import RotatorError, StoreError, VerificationFailed
+from rotator.errors import PublishFailed, RotatorError, StoreError, VerificationFailed
 from rotator.oauth import Grant
 from rotator.probe import Probe
 from rotator.secret import scrub
@@ -205,16 +205,6 @@ class WriteGate(Protocol):
 
 class Fetcher(Protocol):
     def fetch(self, previous: Grant | None = None) -> Grant: ...
-
-
-class PublishFailed(StoreError):
-    """At least one target did not take the token; the others did."""
-
-    def __init__(self, failures: Sequence[tuple[str, StoreError]]) -> None:
-        text = "; ".join(str(err) for _, err in failures)
-        super().__init__(f"publish failed for {len(failures)} target(s): {text}")
-        self.failures = list(failures)
-        self.is_transient = all(err.is_transient for _, err in failures)
 
 
 @dataclass(frozen=True)

@@ -108,10 +108,13 @@ def _read_file(ref: str) -> str:
     path = Path(ref)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SecretSourceError(f"client secret file not found: {ref!r}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
+    except FileNotFoundError as exc:
+        raise SecretSourceError(f"client secret file not found: {ref!r}") from exc
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SecretSourceError(f"cannot read client secret file {ref!r}: {reason}") from exc
+    except UnicodeDecodeError:  # its text quotes a byte of the secret: no cause
+        reason = "UnicodeDecodeError"
         raise SecretSourceError(f"cannot read client secret file {ref!r}: {reason}") from None
     value = strip_one_newline(text)
     if not value:

@@ -81,8 +81,8 @@ def decode(value: str, fmt: str) -> Token | None:
 def decode_document(value: str) -> Token:
     try:
         doc = json.loads(value)
-    except (ValueError, RecursionError):
-        raise ValueError("stored value is not JSON") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError("stored value is not JSON") from exc
     if not isinstance(doc, dict):
         raise ValueError("stored value is not a JSON object")
     access_token = doc.get("access_token")
@@ -93,8 +93,8 @@ def decode_document(value: str) -> Token:
     try:
         expires_at = parse_instant(str(doc["expires_at"]))
         issued_at = parse_instant(str(doc.get("issued_at", doc["expires_at"])))
-    except (KeyError, ValueError, OverflowError):  # Overflow: e.g. year 9999 at -01:00
-        raise ValueError("stored document has no valid expires_at/issued_at") from None
+    except (KeyError, ValueError, OverflowError) as exc:  # Overflow: e.g. year 9999 at -01:00
+        raise ValueError("stored document has no valid expires_at/issued_at") from exc
     return Token(
         access_token=access_token,
         token_type=str(token_type),
@@ -122,8 +122,8 @@ def _decode_raw(value: str) -> Token | None:
             if isinstance(iat, int | float) and not isinstance(iat, bool)
             else expires_at
         )
-    except (OverflowError, OSError, ValueError):
-        raise ValueError("stored token's JWT exp/iat claim is out of range") from None
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError("stored token's JWT exp/iat claim is out of range") from exc
     scope = claims.get("scope")
     return Token(
         access_token=value,

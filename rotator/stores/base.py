@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rotator.token import Token
+from rotator.token import Token, decode
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,19 @@ class Reading:
         """The PutResult of a publish that kept this reading's (later) token."""
         assert self.token is not None
         return PutResult(self.token, is_ours=False, version=self.version)
+
+
+def decode_reading(
+    value: str, fmt: str, version: str | None, *, read_at: float | None = None
+) -> Reading:
+    """The Reading of a stored string: its decoded token, or the problem that stops
+    decoding it (named with the format, so a mismatched ``format`` setting shows)."""
+    try:
+        token = decode(value, fmt)
+    except ValueError as exc:
+        problem = f"{exc} ({fmt} format)"
+        return Reading(value=value, version=version, problem=problem, read_at=read_at)
+    return Reading(value=value, token=token, version=version, read_at=read_at)
 
 
 @dataclass(frozen=True)

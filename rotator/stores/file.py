@@ -35,8 +35,8 @@ from rotator.errors import (
     StoreRejected,
     StoreUnavailable,
 )
-from rotator.stores.base import PutResult, Reading
-from rotator.token import Token, decode, encode
+from rotator.stores.base import PutResult, Reading, decode_reading
+from rotator.token import Token, encode
 
 __all__ = ["DEFAULT_MODE", "FileStore", "sweep_temp_files"]
 
@@ -111,11 +111,7 @@ class FileStore:
             value = data.decode("utf-8")
         except UnicodeDecodeError:
             return Reading(value="", version=version, problem="file is not UTF-8 text")
-        try:
-            token = decode(value, self._fmt)
-        except ValueError as exc:
-            return Reading(value=value, version=version, problem=f"{exc} ({self._fmt} format)")
-        return Reading(value=value, token=token, version=version)
+        return decode_reading(value, self._fmt, version)
 
     def put(self, token: Token, basis: Reading | None = None) -> PutResult:
         # `basis` needs no special handling: under the lock the fresh read is

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 
 from rotator.errors import StoreError
-from rotator.stores.base import PutResult, Reading
-from rotator.token import Token, decode, encode
+from rotator.stores.base import PutResult, Reading, decode_reading
+from rotator.token import Token, encode
 
 __all__ = ["MemoryStore"]
 
@@ -90,10 +90,4 @@ class MemoryStore:
     def _reading(self) -> Reading:
         if self._value is None:
             return Reading()
-        version = str(self._version)
-        try:
-            token = decode(self._value, self._fmt)
-        except ValueError as exc:
-            problem = f"{exc} ({self._fmt} format)"
-            return Reading(value=self._value, version=version, problem=problem)
-        return Reading(value=self._value, token=token, version=version)
+        return decode_reading(self._value, self._fmt, str(self._version))

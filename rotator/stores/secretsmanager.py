@@ -42,8 +42,8 @@ from rotator.errors import (
     StoreValueTooLarge,
 )
 from rotator.stores.aws import error_code, map_aws_error
-from rotator.stores.base import PutResult, Reading
-from rotator.token import Token, decode, encode
+from rotator.stores.base import PutResult, Reading, decode_reading
+from rotator.token import Token, encode
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -199,11 +199,7 @@ class SecretsManagerStore:
                 version=version,
                 problem="secret holds SecretBinary, not a SecretString",
             )
-        try:
-            token = decode(value, self._fmt)
-        except ValueError as exc:
-            return Reading(value=value, version=version, problem=f"{exc} ({self._fmt} format)")
-        return Reading(value=value, token=token, version=version)
+        return decode_reading(value, self._fmt, version)
 
     def put(self, token: Token, basis: Reading | None = None) -> PutResult:
         value = encode(token, self._fmt)

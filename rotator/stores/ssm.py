@@ -28,8 +28,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rotator.errors import StoreError, StoreUnavailable, StoreValueTooLarge
 from rotator.stores.aws import error_code, map_aws_error
-from rotator.stores.base import PutResult, Reading
-from rotator.token import Token, decode, encode
+from rotator.stores.base import PutResult, Reading, decode_reading
+from rotator.token import Token, encode
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -137,13 +137,7 @@ class SsmStore:
     def _reading(self, parameter: Mapping[str, Any]) -> Reading:
         value = str(parameter["Value"])
         version = str(parameter["Version"]) if "Version" in parameter else None
-        at = self._monotonic()
-        try:
-            token = decode(value, self._fmt)
-        except ValueError as exc:
-            problem = f"{exc} ({self._fmt} format)"
-            return Reading(value=value, version=version, problem=problem, read_at=at)
-        return Reading(value=value, token=token, version=version, read_at=at)
+        return decode_reading(value, self._fmt, version, read_at=self._monotonic())
 
     def _is_fresh(self, reading: Reading | None) -> bool:
         """``reading`` is recent enough to stand for a read right before a write."""

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rotator.testing.keycloak import _Handler
+from rotator.testing._http import Handler
 from rotator.testing.proxy import FaultProxy, Verdict
 
 __all__ = [
@@ -235,7 +235,7 @@ class AwsLimitsProxy(FaultProxy):
 
     # -- the screen ------------------------------------------------------------------------
 
-    def _screen(self, handler: _Handler, target: str | None, body: bytes) -> Verdict | None:
+    def _screen(self, handler: Handler, target: str | None, body: bytes) -> Verdict | None:
         if not target or not target.startswith((_SM, _SSM)):
             return None
         region = _region(handler.headers.get("Authorization", ""))
@@ -260,7 +260,7 @@ class AwsLimitsProxy(FaultProxy):
             return self._batch_get_current(handler, [str(i) for i in ids])
         return None
 
-    def _batch_get_current(self, handler: _Handler, ids: list[str]) -> Verdict | None:
+    def _batch_get_current(self, handler: Handler, ids: list[str]) -> Verdict | None:
         """BatchGetSecretValue answered from GetSecretValue(AWSCURRENT) per secret."""
         headers = {
             name: value

@@ -29,37 +29,31 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import ipaddress
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from http import HTTPStatus
 from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
-from rotator.testing.keycloak import _BodyError, _Handler, _public_host, _read_body, _TrackingServer
+from rotator.testing._http import (
+    BodyError,
+    Handler,
+    TrackingServer,
+    drop_hop_by_hop,
+    error_page,
+    is_loopback,
+    origin_form,
+    public_host,
+    read_body,
+)
 
 __all__ = ["FaultProxy", "ProxiedRequest", "Verdict"]
 
 _MAX_BODY = 64 << 20
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -112,47 +106,7 @@ class _Rule:
         return self.target is None or (target is not None and self.target in target)
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _error_page(status: int) -> bytes:
-    try:
-        title = f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        title = str(status)
-    return (
-        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-        f"<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n"
-    ).encode("ascii")
-
-
-def _origin_form(target: str) -> str:
-    """Path and query of a request target, also when a client sent the absolute form."""
-    if target.startswith(("http://", "https://")):
-        parts = urlsplit(target)
-        path = parts.path or "/"
-        return f"{path}?{parts.query}" if parts.query else path
-    return target
-
-
-def _drop_hop_by_hop(headers: list[tuple[str, str]], *extra: str) -> list[tuple[str, str]]:
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
-    dropped = _HOP_BY_HOP | named | set(extra)
-    return [(name, value) for name, value in headers if name.lower() not in dropped]
-
-
-class _ProxyHandler(_Handler):
+class _ProxyHandler(Handler):
     proxy: FaultProxy | None = None
     upstream: http.client.HTTPConnection | None = None
 
@@ -182,7 +136,7 @@ class FaultProxy:
         if parts.scheme != "http":
             raise ValueError(f"FaultProxy forwards plain http only, got {upstream!r}")
         upstream_host = parts.hostname
-        if not upstream_host or not _is_loopback(upstream_host):
+        if not upstream_host or not is_loopback(upstream_host):
             raise ValueError(
                 f"FaultProxy only forwards to a loopback upstream (127.0.0.0/8, ::1, localhost), "
                 f"got {upstream!r}"
@@ -201,7 +155,7 @@ class FaultProxy:
         self._rules: list[_Rule] = []
         self._log: list[ProxiedRequest] = []
         self._upstreams: set[http.client.HTTPConnection] = set()
-        self._server: _TrackingServer | None = None
+        self._server: TrackingServer | None = None
         self._port: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -211,7 +165,7 @@ class FaultProxy:
             if self._server is not None:
                 raise RuntimeError("FaultProxy is already running")
             self._stopping.clear()
-            server = _TrackingServer(
+            server = TrackingServer(
                 (self.host, self._requested_port), _ProxyHandler, self._handle, "fault-proxy"
             )
             self._server = server
@@ -255,7 +209,7 @@ class FaultProxy:
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT``"""
-        return f"http://{_public_host(self.host)}:{self.port}"
+        return f"http://{public_host(self.host)}:{self.port}"
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -307,7 +261,7 @@ class FaultProxy:
         defaults to ``text/html`` unless ``headers`` has one (pass ``{"Retry-After": "2"}``
         with a 429, say). Content-Length is always set to the body's length.
         """
-        data = _error_page(status) if body is None else body
+        data = error_page(status) if body is None else body
         if isinstance(data, str):
             data = data.encode("utf-8")
         items = [(n, v) for n, v in (headers or {}).items() if n.lower() != "content-length"]
@@ -376,18 +330,18 @@ class FaultProxy:
         self._rules = [rule for rule in self._rules if rule.remaining != 0]
         return latency, fault
 
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: Handler) -> None:
         assert isinstance(handler, _ProxyHandler)
         handler.proxy = self
         try:
-            body = _read_body(handler.rfile, handler.headers, _MAX_BODY)
-        except _BodyError as exc:
+            body = read_body(handler.rfile, handler.headers, _MAX_BODY)
+        except BodyError as exc:
             handler.close_connection = True
             handler.send_raw(
                 exc.status, [("Content-Type", "text/plain")], exc.message.encode("ascii")
             )
             return
-        path = _origin_form(handler.path)
+        path = origin_form(handler.path)
         target = handler.headers.get("X-Amz-Target")
         with self._lock:
             latency, fault = self._take(path, target)
@@ -427,7 +381,7 @@ class FaultProxy:
         else:
             self._reset(handler)
 
-    def _screen(self, handler: _Handler, target: str | None, body: bytes) -> Verdict | None:
+    def _screen(self, handler: Handler, target: str | None, body: bytes) -> Verdict | None:
         """A subclass's say on a request that no fault claimed: answer it itself
         (``Verdict.answer``) or forward it and hear the outcome (``Verdict.settle``, called
         with the upstream's status, None when there was no answer). None: forward as is."""
@@ -519,9 +473,7 @@ class FaultProxy:
     ) -> None:
         """Forward the request; ``settle`` hears the upstream's status (None: no answer)
         before the client does."""
-        request_headers = _drop_hop_by_hop(
-            list(handler.headers.items()), "content-length", "expect"
-        )
+        request_headers = drop_hop_by_hop(list(handler.headers.items()), "content-length", "expect")
         send_body: bytes | None = None
         if body or "Content-Length" in handler.headers or handler.command in ("POST", "PUT"):
             send_body = body
@@ -535,9 +487,9 @@ class FaultProxy:
                 handler.close_connection = True
                 return
             self._set_status(index, 502)
-            handler.send_raw(502, [("Content-Type", "text/html")], _error_page(502))
+            handler.send_raw(502, [("Content-Type", "text/html")], error_page(502))
             return
-        response_headers = _drop_hop_by_hop(response.getheaders(), "content-length")
+        response_headers = drop_hop_by_hop(response.getheaders(), "content-length")
         status = response.status
         self._set_status(index, status)
         if settle is not None:
