@@ -71,8 +71,11 @@ typecheck: install
 unit: install
 	$(PY) -m pytest -q tests/unit
 
+# The suite mostly waits (short-lived tokens, servers, subprocesses): pytest-xdist workers
+# overlap the waits; the real-Keycloak tests share one worker and one server (loadgroup).
+PYTEST_WORKERS ?= 3
 test: install node keycloak lint typecheck
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: install node
 	$(PY) -m pip install --quiet -e '.[bench]'

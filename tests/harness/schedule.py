@@ -38,7 +38,8 @@ def assert_on_schedule(
     """Every run the daemon planned for credential ``name`` lies at 70-75 % (the first one:
     37.5-75 %) of the token's lifetime from its issued_at (the send instant rounded down,
     as published), or at once if the step itself ended later than that; and no token
-    request of ``request_times`` came before the run planned for it. Returns how many runs were planned."""
+    request of ``request_times`` came before the run planned for it. Returns how many
+    runs were planned."""
     plans: list[tuple[float, float]] = []
     lines = daemon.lines(rf" credential={re.escape(name)} expires_at=\S+ next_run=")
     for i, line in enumerate(lines):
