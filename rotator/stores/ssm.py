@@ -2,7 +2,7 @@
 
 Parameter Store has no conditional write, so ``put`` never replaces a token that
 expires later than the one it writes, judged by a read just before the write: the
-rotation step's own read when it is at most ``FRESH_READ`` (1 s) old (the common
+rotation step's own read when it is at most ``FRESH_READ`` (0.25 s) old (the common
 case: the step reads, fetches a token, writes; two calls), else a re-read (three).
 A window remains between that read and the write: two writers that both read the old
 value can both write, and the one that writes last wins even if its token
@@ -48,7 +48,7 @@ MAX_ADVANCED_BYTES = 8_192
 # A reading at most this old (seconds) serves as the read before a write. The step reads,
 # fetches a token (tens of milliseconds from Keycloak) and writes: its read is as recent
 # as a re-read would be once the write waits for its PutParameter pacer slot.
-FRESH_READ = 1.0
+FRESH_READ = 0.25
 
 _GET = "ssm:GetParameter"
 _GET_MANY = "ssm:GetParameters"
