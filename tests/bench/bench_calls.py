@@ -31,6 +31,7 @@ from tests.bench.peers import (
     measure,
     stop_process,
 )
+from tests.bench.sections.calls import CallsResult, Count, LambdaStep, SteadyCount
 
 SECRET_ENV = "BENCH_CLIENT_SECRET"
 KINDS = {
@@ -43,22 +44,22 @@ CLIENTS = [client for client, _ in KINDS.values()]
 # The AWS rotation-Lambda pattern, per rotation, from AWS's SecretsManagerRotationTemplate
 # (aws-samples/aws-secrets-manager-rotation-lambdas): Secrets Manager invokes the function
 # once per step, and every invocation starts with DescribeSecret.
-LAMBDA_PATTERN = [
-    (
+LAMBDA_PATTERN = (
+    LambdaStep(
         "createSecret",
         "DescribeSecret, GetSecretValue(AWSCURRENT), GetSecretValue(AWSPENDING) "
         "-> not found, [token request], PutSecretValue(AWSPENDING)",
         4,
     ),
-    ("setSecret", "DescribeSecret (nothing to set for a bearer token)", 1),
-    ("testSecret", "DescribeSecret, GetSecretValue(AWSPENDING) to test it", 2),
-    (
+    LambdaStep("setSecret", "DescribeSecret (nothing to set for a bearer token)", 1),
+    LambdaStep("testSecret", "DescribeSecret, GetSecretValue(AWSPENDING) to test it", 2),
+    LambdaStep(
         "finishSecret",
         "DescribeSecret, DescribeSecret, UpdateSecretVersionStage(AWSCURRENT), "
         "UpdateSecretVersionStage(remove AWSPENDING)",
         4,
     ),
-]
+)
 
 
 def write_config(path: Path, token_url: str, workdir: Path) -> None:
@@ -80,28 +81,28 @@ def _snapshot(stub: Any, proxy: FaultProxy) -> tuple[int, int]:
     return len(stub.requests()), len(proxy.requests())
 
 
-def _count(stub: Any, proxy: FaultProxy, since: tuple[int, int]) -> dict[str, Any]:
+def _count(stub: Any, proxy: FaultProxy, since: tuple[int, int]) -> dict[str, Count]:
     tokens = stub.requests()[since[0] :]
     aws = proxy.requests()[since[1] :]
-    out: dict[str, Any] = {}
+    out: dict[str, Count] = {}
     for kind, (client, prefix) in KINDS.items():
         ops = [
             r.target.split(".", 1)[1]
             for r in aws
             if prefix and r.target and r.target.startswith(prefix)
         ]
-        out[kind] = {
-            "token": sum(1 for r in tokens if r.client_id == client),
-            "aws": len(ops),
-            "ops": ", ".join(ops),
-        }
+        out[kind] = Count(
+            token=sum(1 for r in tokens if r.client_id == client),
+            aws=len(ops),
+            ops=", ".join(ops),
+        )
     return out
 
 
-def steady(stub: Any, proxy: FaultProxy, since: tuple[int, int]) -> dict[str, Any]:
+def steady(stub: Any, proxy: FaultProxy, since: tuple[int, int]) -> dict[str, SteadyCount]:
     tokens = stub.requests()[since[0] :]
     aws = proxy.requests()[since[1] :]
-    out: dict[str, Any] = {}
+    out: dict[str, SteadyCount] = {}
     for kind, (client, prefix) in KINDS.items():
         times = sorted(r.time for r in tokens if r.client_id == client)
         calls = sorted(
@@ -114,20 +115,20 @@ def steady(stub: Any, proxy: FaultProxy, since: tuple[int, int]) -> dict[str, An
             windows.append([op for t, op in calls if a - 1.0 <= t < b - 1.0])
         before_first = [op for t, op in calls if times and t < times[0] - 1.0]
         sequences = collections.Counter(", ".join(w) for w in windows)
-        out[kind] = {
-            "rotations": len(windows),
-            "token_per_rotation": 1.0 if windows else float("nan"),
-            "aws_per_rotation": sum(len(w) for w in windows) / len(windows)
+        out[kind] = SteadyCount(
+            rotations=len(windows),
+            token_per_rotation=1.0 if windows else float("nan"),
+            aws_per_rotation=sum(len(w) for w in windows) / len(windows)
             if windows
             else float("nan"),
-            "ops": sequences.most_common(1)[0][0] if sequences else "",
-            "daemon_start_ops": ", ".join(before_first),
-            "daemon_start_aws": len(before_first),
-        }
+            ops=sequences.most_common(1)[0][0] if sequences else "",
+            daemon_start_ops=", ".join(before_first),
+            daemon_start_aws=len(before_first),
+        )
     return out
 
 
-def run(moto: MotoProcess, stub: Any, *, quick: bool = False) -> dict[str, Any]:
+def run(moto: MotoProcess, stub: Any, *, quick: bool = False) -> CallsResult:
     moto.reset()
     stub.set_access_token_lifespan(4)
     workdir = SCRATCH / "calls"
@@ -136,7 +137,7 @@ def run(moto: MotoProcess, stub: Any, *, quick: bool = False) -> dict[str, Any]:
     config = workdir / "rotator.toml"
     write_config(config, stub.token_url, workdir)
     rotator = str(Path(sys.executable).parent / "rotator")
-    result: dict[str, Any] = {}
+    result: dict[str, dict[str, Count]] = {}
     with FaultProxy(moto.endpoint) as proxy:
         env = {
             **base_env(),
@@ -173,7 +174,11 @@ def run(moto: MotoProcess, stub: Any, *, quick: bool = False) -> dict[str, Any]:
             time.sleep(8.0 if quick else 14.0)
         finally:
             stop_process(proc)
-        result["steady"] = steady(stub, proxy, since)
-    result["lambda_pattern"] = LAMBDA_PATTERN
-    result["lambda_sm_calls"] = sum(n for _, _, n in LAMBDA_PATTERN)
-    return result
+        per_rotation = steady(stub, proxy, since)
+    return CallsResult(
+        startup_empty=result["startup_empty"],
+        startup_fresh=result["startup_fresh"],
+        once_force=result["once_force"],
+        steady=per_rotation,
+        lambda_pattern=LAMBDA_PATTERN,
+    )

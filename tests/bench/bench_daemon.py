@@ -15,7 +15,6 @@ import contextlib
 import json
 import random
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from tests.bench.peers import (
     base_env,
     stop_process,
 )
+from tests.bench.sections.daemon import Checked, DaemonResult, DaemonRun, Idle, Lag, Window
 
 SECRET_ENV = "BENCH_CLIENT_SECRET"
 _LINE = re.compile(r"^(\S+)Z (\w+)\s+(.*)$")
@@ -86,35 +86,27 @@ class Sample:
 
 
 @dataclass
-class Check:
-    checked: int = 0
-    expired: int = 0
-    inactive: int = 0
-    missing: int = 0
-    min_left_s: float = float("inf")
-
-
-@dataclass
 class Observed:
     samples: list[Sample] = field(default_factory=list)
-    during: Check = field(default_factory=Check)
+    during: Checked = field(default_factory=Checked)
 
 
-def read_parameters(ssm: Any, indices: list[int], stub: Any, check: Check) -> None:
+def read_parameters(ssm: Any, indices: list[int], stub: Any) -> Checked:
     now = time.time()
+    checked = expired = inactive = missing = 0
+    min_left = float("inf")
     for start in range(0, len(indices), 10):
         chunk = [parameter(i) for i in indices[start : start + 10]]
         response = ssm.get_parameters(Names=chunk, WithDecryption=True)
-        check.missing += len(response.get("InvalidParameters", []))
+        missing += len(response.get("InvalidParameters", []))
         for param in response["Parameters"]:
             doc = json.loads(param["Value"])
             left = parse_instant(doc["expires_at"]).timestamp() - now
-            check.checked += 1
-            check.min_left_s = min(check.min_left_s, left)
-            if left <= 0:
-                check.expired += 1
-            if not stub.is_active(doc["access_token"]):
-                check.inactive += 1
+            checked += 1
+            min_left = min(min_left, left)
+            expired += left <= 0
+            inactive += not stub.is_active(doc["access_token"])
+    return Checked(checked, expired, inactive, missing, min_left)
 
 
 def _watch(
@@ -139,7 +131,7 @@ def _watch(
             next_store_check += sample_every
             picked = rng.sample(range(n), min(n, 50))
             with contextlib.suppress(Exception):  # not published yet at start-up
-                read_parameters(ssm, picked, stub, observed.during)
+                observed.during = observed.during.plus(read_parameters(ssm, picked, stub))
         stop.wait(0.5)
 
 
@@ -186,7 +178,7 @@ def run_daemon(
     seconds: float,
     lifespan: float,
     cli: bool = False,
-) -> dict[str, Any]:
+) -> DaemonRun:
     moto.reset()
     stub.set_access_token_lifespan(lifespan)
     workdir = SCRATCH / f"daemon-{n}{'-cli' if cli else ''}"
@@ -230,7 +222,7 @@ def run_daemon(
         daemon=True,
     )
     watcher.start()
-    final = Check()
+    final = Checked()
     try:
         deadline = started + seconds
         while time.time() < deadline and proc.poll() is None:
@@ -239,7 +231,7 @@ def run_daemon(
             raise RuntimeError(f"daemon with {n} credentials exited early; see {log_path}")
         rss_end, hwm_end = stats.memory_kib()
         threads_end = stats.threads()
-        read_parameters(ssm, list(range(n)), stub, final)
+        final = read_parameters(ssm, list(range(n)), stub)
     finally:
         stop.set()
         watcher.join(5)
@@ -273,7 +265,7 @@ def analyse(
     started: float,
     ended: float,
     observed: Observed,
-    final: Check,
+    final: Checked,
     log: dict[str, Any],
     plans: dict[str, list[float]],
     rss_end: int,
@@ -282,7 +274,7 @@ def analyse(
     cpu_total: float,
     tokens: int,
     cli: bool,
-) -> dict[str, Any]:
+) -> DaemonRun:
     steps: dict[str, list[tuple[float, float, str]]] = log["steps"]
     startup_lag: list[float] = []
     steady_lag: list[float] = []
@@ -308,57 +300,56 @@ def analyse(
     # CPU: steady window from the end of the burst (+1 s) to the last sample
     samples = observed.samples
     window = [s for s in samples if s.t >= burst_end + 1.0]
-    steady: dict[str, float] = {}
+    steady = None
     if len(window) >= 2:
         a, b = window[0], window[-1]
         rotations = sum(1 for s in starts_after if a.t <= s <= b.t)
-        steady = {
-            "seconds": b.t - a.t,
-            "cpu_pct": (b.cpu_ns - a.cpu_ns) / 1e9 / (b.t - a.t) * 100,
-            "rotations": rotations,
-            "cpu_ms_per_rotation": (b.cpu_ns - a.cpu_ns) / 1e6 / rotations
+        steady = Window(
+            seconds=b.t - a.t,
+            cpu_pct=(b.cpu_ns - a.cpu_ns) / 1e9 / (b.t - a.t) * 100,
+            rotations=rotations,
+            cpu_ms_per_rotation=(b.cpu_ns - a.cpu_ns) / 1e6 / rotations
             if rotations
             else float("nan"),
-        }
-    idle = idle_cpu(samples, steps) if n == 1 else {}
-    return {
-        "credentials": n,
-        "lifespan_s": lifespan,
-        "seconds": ended - started,
-        "cli": cli,
-        "rss_end_mib": rss_end / 1024,
-        "hwm_mib": hwm_end / 1024,
-        "threads": threads,
-        "cpu_total_s": cpu_total,
-        "cpu_avg_pct": cpu_total / (ended - started) * 100,
-        "token_requests": tokens,
-        "steps": sum(len(c) for c in steps.values()),
-        "failures": sum(len(f) for f in log["failures"].values()),
-        "startup_burst_s": burst_end - started,
-        "lag_startup_ms": {
-            "p50": _pct(startup_lag, 0.5) * 1000,
-            "p99": _pct(startup_lag, 0.99) * 1000,
-            "max": max(startup_lag, default=float("nan")) * 1000,
-            "n": len(startup_lag),
-        },
-        "lag_ms": {
-            "p50": _pct(steady_lag, 0.5) * 1000,
-            "p99": _pct(steady_lag, 0.99) * 1000,
-            "max": max(steady_lag, default=float("nan")) * 1000,
-            "n": len(steady_lag),
-        },
-        "publish_gaps": gaps,
-        "min_left_at_republish_s": min_left,
-        "during": observed.during.__dict__,
-        "final": final.__dict__,
-        "steady": steady,
-        "idle": idle,
-        "rss_series": [(s.t - started, s.rss_kib / 1024) for s in samples],
-    }
+        )
+    return DaemonRun(
+        credentials=n,
+        lifespan_s=lifespan,
+        seconds=ended - started,
+        cli=cli,
+        rss_end_mib=rss_end / 1024,
+        hwm_mib=hwm_end / 1024,
+        threads=threads,
+        cpu_total_s=cpu_total,
+        cpu_avg_pct=cpu_total / (ended - started) * 100,
+        token_requests=tokens,
+        steps=sum(len(c) for c in steps.values()),
+        failures=sum(len(f) for f in log["failures"].values()),
+        startup_burst_s=burst_end - started,
+        lag_startup_ms=_lag(startup_lag),
+        lag_ms=_lag(steady_lag),
+        publish_gaps=gaps,
+        min_left_at_republish_s=min_left,
+        during=observed.during,
+        final=final,
+        steady=steady,
+        idle=idle_cpu(samples, steps) if n == 1 else None,
+        rss_series=tuple((s.t - started, s.rss_kib / 1024) for s in samples),
+    )
 
 
-def idle_cpu(samples: list[Sample], steps: dict[str, list[tuple[float, float, str]]]) -> dict:  # type: ignore[type-arg]
-    """CPU between rotations: windows from 1 s after a step ended to 1 s before the next."""
+def _lag(seconds: list[float]) -> Lag:
+    return Lag(
+        p50=_pct(seconds, 0.5) * 1000,
+        p99=_pct(seconds, 0.99) * 1000,
+        max=max(seconds, default=float("nan")) * 1000,
+        n=len(seconds),
+    )
+
+
+def idle_cpu(samples: list[Sample], steps: dict[str, list[tuple[float, float, str]]]) -> Idle:
+    """CPU between rotations: windows from 1 s after a step ended to 1 s before the next
+    (the sum of every thread's schedstat on-CPU time)."""
     chain = next(iter(steps.values()), [])
     busy = 0.0
     seconds = 0.0
@@ -367,31 +358,34 @@ def idle_cpu(samples: list[Sample], steps: dict[str, list[tuple[float, float, st
         if len(inside) >= 2:
             busy += (inside[-1].cpu_ns - inside[0].cpu_ns) / 1e9
             seconds += inside[-1].t - inside[0].t
-    return {
-        "seconds": seconds,
-        "cpu_ms": busy * 1000,
-        "pct_of_core": busy / seconds * 100 if seconds else float("nan"),
-        "wakeups_note": "schedstat on-CPU time of every thread",
-    }
+    return Idle(
+        seconds=seconds,
+        cpu_ms=busy * 1000,
+        pct_of_core=busy / seconds * 100 if seconds else float("nan"),
+    )
 
 
-def run(moto: MotoProcess, stub: Any, *, quick: bool = False) -> dict[str, Any]:
+def run(
+    moto: MotoProcess,
+    stub: Any,
+    *,
+    quick: bool = False,
+    floor_ssm_mib: float | None = None,
+    floor_sm_mib: float | None = None,
+    token_chars: int = 800,
+) -> DaemonResult:
+    """The floors (section 1) and the token length (section 2) come from the same run's
+    other sections, when they ran: the section compares against them."""
     lifespan = 30.0
     plan = [(1, 30.0 if quick else 70.0), (100, 30.0 if quick else 70.0)]
     plan.append((1000, 45.0 if quick else 95.0))
     runs = [run_daemon(moto, stub, n, seconds=s, lifespan=lifespan) for n, s in plan]
     cli = run_daemon(moto, stub, 1, seconds=15.0 if quick else 25.0, lifespan=lifespan, cli=True)
-    by = {r["credentials"]: r for r in runs}
-    per_cred = {}
-    if 100 in by and 1000 in by:
-        per_cred = {
-            "rss_kib": (by[1000]["rss_end_mib"] - by[100]["rss_end_mib"]) * 1024 / 900,
-            "hwm_kib": (by[1000]["hwm_mib"] - by[100]["hwm_mib"]) * 1024 / 900,
-        }
-    return {
-        "runs": runs,
-        "cli_1": cli,
-        "per_credential": per_cred,
-        "lifespan_s": lifespan,
-        "median_lag_ms": statistics.median(r["lag_ms"]["p50"] for r in runs),
-    }
+    return DaemonResult(
+        runs=tuple(runs),
+        cli_1=cli,
+        lifespan_s=lifespan,
+        floor_ssm_mib=floor_ssm_mib,
+        floor_sm_mib=floor_sm_mib,
+        token_chars=token_chars,
+    )

@@ -29,6 +29,15 @@ from tests.bench.peers import (
     base_env,
     measure,
 )
+from tests.bench.sections.oneshot import (
+    AwsCli,
+    ImportRow,
+    ImportSummary,
+    OneshotResult,
+    Phases,
+    Ratio,
+    VariantRow,
+)
 
 HERE = Path(__file__).resolve().parent
 CLIENT_ID = "bench-oneshot"
@@ -61,10 +70,10 @@ UNNEEDED_ON_FILE_ONCE = {
 }
 # Needed by the path but worth knowing about.
 NOTABLE = {
-    "s3transfer": "imported by `import boto3` itself (boto3.compat); only building clients "
-    "with botocore.session instead of boto3 avoids it",
-    "tenacity": "the retry loop; used on the first attempt too, so only a restructured "
-    "`once` (plain call first, tenacity after a failure) could defer it",
+    "s3transfer": "imported by `import boto3` itself (boto3.compat); rotator builds its "
+    "clients with botocore.session, so it is here only if something imports boto3",
+    "tenacity": "the retry loop; `rotator.retry` imports it after a first failure, so a "
+    "successful run shows it only if something imports it early",
 }
 
 
@@ -122,7 +131,7 @@ class Variant:
     runs: list[Run] = field(default_factory=list)
 
     def median(self, attr: str) -> float:
-        return statistics.median(getattr(r, attr) for r in self.runs)
+        return float(statistics.median(getattr(r, attr) for r in self.runs))
 
 
 def _env(stub_url: str, endpoint: str) -> dict[str, str]:
@@ -134,6 +143,9 @@ def _env(stub_url: str, endpoint: str) -> dict[str, str]:
         "ROTATOR_CLIENT_SECRET": CLIENT_SECRET,
         "ROTATOR_SECRETSMANAGER_SECRET_ID": ROTATOR_SECRET_ID,
         "ROTATOR_SECRETSMANAGER_CREATE": "true",
+        # A 300 s token is past the Secrets Manager version quota (moto has none): without
+        # this the quota gate refuses the target before any write (exit 2).
+        "ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY": "1000000",
         "ROTATOR_LOG_LEVEL": "warning",
     }
 
@@ -242,7 +254,7 @@ def importtime_summary(
     runs: list[list[Import]],
     baseline: list[list[Import]] | None = None,
     unneeded_map: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> ImportSummary:
     """Median cumulative µs per module over several runs, with who imported it.
 
     ``baseline`` (the floor script's runs) tells which modules the floor loads anyway:
@@ -274,22 +286,20 @@ def importtime_summary(
             out.extend(subtree(child))
         return out
 
-    def describe(name: str, why: str | None = None) -> dict[str, Any]:
+    def describe(name: str, why: str = "") -> ImportRow:
         row = first[name]
-        out: dict[str, Any] = {
-            "module": name,
-            "cum_us": median[name],
-            "imported_by": row.parent.name if row.parent else "(top level)",
-            "chain": row.chain(),
+        return ImportRow(
+            module=name,
+            cum_us=median[name],
+            imported_by=row.parent.name if row.parent else "(top level)",
+            chain=row.chain(),
             # what would go if it were not imported: its subtree, less what the floor
             # (requests + boto3) loads anyway
-            "saving_us": sum(
+            saving_us=sum(
                 self_us.get(r.name, 0) for r in subtree(row) if r.name not in floor_names
             ),
-        }
-        if why is not None:
-            out["why"] = why
-        return out
+            why=why,
+        )
 
     top = sorted(names, key=lambda n: median[n], reverse=True)[:16]
     unneeded_map = UNNEEDED_ON_ONCE if unneeded_map is None else unneeded_map
@@ -304,18 +314,18 @@ def importtime_summary(
         if name in first:
             union |= {r.name for r in subtree(first[name])}
     totals = [sum(r.cum_us for r in rows if r.depth == 0) for rows in runs]
-    return {
-        "total_us": statistics.median(totals),
+    return ImportSummary(
+        total_us=statistics.median(totals),
         # all unneeded subtrees together (they nest), less what the baseline loads
-        "unneeded_saving_us": sum(self_us.get(n, 0) for n in union - floor_names),
-        "modules": len(names),
-        "top": [describe(n) for n in top],
-        "unneeded": sorted(unneeded, key=lambda r: -r["cum_us"]),
-        "notable": notable,
+        unneeded_saving_us=sum(self_us.get(n, 0) for n in union - floor_names),
+        modules=len(names),
+        top=tuple(describe(n) for n in top),
+        unneeded=tuple(sorted(unneeded, key=lambda r: -r.cum_us)),
+        notable=tuple(notable),
         # modules rotator loads and the floor does not, self time grouped by package
-        "beyond_floor_us": dict(sorted(extra.items(), key=lambda kv: -kv[1])),
-        "beyond_floor_total_us": sum(extra.values()),
-    }
+        beyond_floor_us=dict(sorted(extra.items(), key=lambda kv: -kv[1])),
+        beyond_floor_total_us=sum(extra.values()),
+    )
 
 
 def importtime_runs(cmd: list[str], env: dict[str, str], n: int) -> list[list[Import]]:
@@ -335,7 +345,9 @@ def importtime_runs(cmd: list[str], env: dict[str, str], n: int) -> list[list[Im
 # ---------------------------------------------------------------- phases
 
 
-def phases(rotator_env: dict[str, str], floor_env: dict[str, str], rounds: int) -> dict[str, Any]:
+def phases(
+    rotator_env: dict[str, str], floor_env: dict[str, str], rounds: int
+) -> dict[str, Phases]:
     """Median wall ms of start-up, imports and work, rotator vs the floor, interleaved."""
     samples: dict[str, list[dict[str, float]]] = {"rotator": [], "floor": []}
     envs = {"rotator": rotator_env, "floor": floor_env}
@@ -356,10 +368,12 @@ def phases(rotator_env: dict[str, str], floor_env: dict[str, str], rounds: int) 
             if i:  # the first round warms up
                 samples[mode].append(data)
     return {
-        mode: {
-            key: statistics.median(x[key] for x in rows)
-            for key in ("startup_ms", "imports_ms", "work_ms", "wall_ms")
-        }
+        mode: Phases(
+            **{
+                key: statistics.median(x[key] for x in rows)
+                for key in ("startup_ms", "imports_ms", "work_ms", "wall_ms")
+            }
+        )
         for mode, rows in samples.items()
     }
 
@@ -409,7 +423,7 @@ def call_latency_ms(endpoint: str, n: int = 25) -> dict[str, float]:
 # ---------------------------------------------------------------- the section
 
 
-def run(moto: MotoProcess, stub: Any, *, rounds: int = 9, importtime_n: int = 5) -> dict[str, Any]:
+def run(moto: MotoProcess, stub: Any, *, rounds: int = 9, importtime_n: int = 5) -> OneshotResult:
     stub.set_access_token_lifespan(300)
     moto.reset()
     sm = aws_client("secretsmanager", moto.endpoint)
@@ -429,30 +443,30 @@ def run(moto: MotoProcess, stub: Any, *, rounds: int = 9, importtime_n: int = 5)
                 raise RuntimeError(f"{v.label} failed (exit {result.returncode})")
             v.runs.append(result)
     by = {v.key: v for v in vs}
-    rows = [
-        {
-            "key": v.key,
-            "label": v.label,
-            "wall_ms": v.median("wall") * 1000,
-            "rss_mib": v.median("maxrss_kib") / 1024,
-            "cpu_ms": v.median("cpu") * 1000,
-            "n": len(v.runs),
-        }
+    rows = tuple(
+        VariantRow(
+            key=v.key,
+            label=v.label,
+            wall_ms=v.median("wall") * 1000,
+            rss_mib=v.median("maxrss_kib") / 1024,
+            cpu_ms=v.median("cpu") * 1000,
+            n=len(v.runs),
+        )
         for v in vs
-    ]
-    ratios: dict[str, dict[str, float]] = {}
+    )
+    ratios: dict[str, Ratio] = {}
     pairs = [("rotator", "floor"), ("rotator", "shell"), ("floor", "shell")]
     for a, b in pairs:
         if a in by and b in by:
             per_round = sorted(x.wall / y.wall for x, y in zip(by[a].runs, by[b].runs, strict=True))
-            ratios[f"{a}/{b}"] = {
-                "wall": by[a].median("wall") / by[b].median("wall"),
-                "rss": by[a].median("maxrss_kib") / by[b].median("maxrss_kib"),
-                "cpu": by[a].median("cpu") / by[b].median("cpu"),
+            ratios[f"{a}/{b}"] = Ratio(
+                wall=by[a].median("wall") / by[b].median("wall"),
+                rss=by[a].median("maxrss_kib") / by[b].median("maxrss_kib"),
+                cpu=by[a].median("cpu") / by[b].median("cpu"),
                 # the same ratio within each round: its spread shows the noise
-                "wall_p25": per_round[len(per_round) // 4],
-                "wall_p75": per_round[(3 * len(per_round)) // 4],
-            }
+                wall_p25=per_round[len(per_round) // 4],
+                wall_p75=per_round[(3 * len(per_round)) // 4],
+            )
     env = by["rotator"].env
     floor_runs = importtime_runs([str(HERE / "floor_script.py")], by["floor"].env, importtime_n)
     once_imports = importtime_summary(
@@ -468,18 +482,20 @@ def run(moto: MotoProcess, stub: Any, *, rounds: int = 9, importtime_n: int = 5)
         UNNEEDED_ON_FILE_ONCE,
     )
     tokens = stub.count(grant_type="client_credentials")
-    return {
-        "rows": rows,
-        "ratios": ratios,
-        "rounds": rounds,
-        "aws_cli": {"path": aws_cli, "note": aws_note, "version": aws_cli_version(aws_cli)}
+    present = {x.module for x in once_imports.unneeded}
+    return OneshotResult(
+        rows=rows,
+        ratios=ratios,
+        rounds=rounds,
+        aws_cli=AwsCli(aws_cli, aws_note, aws_cli_version(aws_cli))
         if aws_cli
-        else {"path": None, "note": aws_note},
-        "importtime": once_imports,
-        "importtime_file": file_imports,
-        "floor_importtime_total_us": floor_imports["total_us"],
-        "call_latency_ms": call_latency_ms(moto.endpoint),
-        "phases": phases(env, by["floor"].env, rounds),
-        "token_requests": tokens,
-        "python": os.path.realpath(sys.executable).replace(str(ROOT) + "/", ""),
-    }
+        else AwsCli(None, aws_note),
+        importtime=once_imports,
+        importtime_file=file_imports,
+        floor_importtime_total_us=floor_imports.total_us,
+        call_latency_ms=call_latency_ms(moto.endpoint),
+        phases=phases(env, by["floor"].env, rounds),
+        lazy_absent=tuple(m for m in UNNEEDED_ON_ONCE if m not in present),
+        token_requests=tokens,
+        python=os.path.realpath(sys.executable).replace(str(ROOT) + "/", ""),
+    )

@@ -26,8 +26,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from tests.bench.peers import (
     base_env,
     stop_process,
 )
+from tests.bench.section import Goal, goals_table
 
 CLIENT_ID = "bench-process"
 SECRET_ENV = "BENCH_CLIENT_SECRET"
@@ -91,7 +92,7 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text + "+00:00").timestamp()
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProcessRun:
     target: str
     credentials: int
@@ -107,7 +108,7 @@ class ProcessRun:
     threads: int
     failures: int
     botocore_share: float | None = None  # of the on-CPU samples, if py-spy ran
-    profile_top: list[tuple[str, float]] = field(default_factory=list)
+    profile_top: tuple[tuple[str, float], ...] = ()
 
 
 def _parse(log_text: str) -> tuple[dict[str, list[float]], dict[str, float], int]:
@@ -233,7 +234,7 @@ def run_one(
     window = [s for s in samples if s[0] >= max(steady_from, cold_end + 1.0)]
     (t0, c0), (t1, c1) = window[0], window[-1]
     rotations = sum(1 for chain in steps.values() for at in chain[1:] if t0 <= at <= t1)
-    boto, top = (float("nan"), [])
+    boto, top = float("nan"), list[tuple[str, float]]()
     if spy is not None and raw.exists():
         boto, top = profile_shares(raw)
     return ProcessRun(
@@ -251,7 +252,7 @@ def run_one(
         threads=threads,
         failures=failures,
         botocore_share=boto if kind != "file" else None,
-        profile_top=top,
+        profile_top=tuple(top),
     )
 
 
@@ -264,11 +265,17 @@ OURS_PUBLISHED = {"file": 0.45, "secretsmanager": 0.08, "ssm": 0.10}
 MARK_BEGIN = "<!-- bench_process: begin -->"
 MARK_END = "<!-- bench_process: end -->"
 CHART = ROOT / "tests" / "bench" / "chart_process.png"
+CHART_LINK = "tests/bench/chart_process.png"
 
 
 def run(
-    moto: MotoProcess, *, quick: bool = False, plan: tuple[tuple[str, int], ...] = PLAN
-) -> dict[str, Any]:
+    moto: MotoProcess,
+    *,
+    quick: bool = False,
+    plan: tuple[tuple[str, int], ...] = PLAN,
+    ours: dict[str, float] | None = None,
+) -> ProcessResult:
+    """``ours``: section 2's "ours CPU ms" per target type from the same run, if it ran."""
     load_before = os.getloadavg()
     runs = []
     with stub_process() as token_url:
@@ -283,40 +290,88 @@ def run(
                 moto=None if kind == "file" else moto,
                 profile=kind != "file",
             )
-            runs.append(asdict(run_))
+            runs.append(run_)
             print(
                 f"[bench]   {kind} x{n}: {run_.cpu_ms_per_rotation:.2f} ms CPU/rotation, "
                 f"cold start {run_.cold_start_s:.2f} s",
                 flush=True,
             )
-    return {
-        "runs": runs,
-        "lifespan_s": LIFESPAN,
-        "load_before": load_before,
-        "load_after": os.getloadavg(),
-    }
-
-
-def chart(result: dict[str, Any]) -> str | None:
-    files = sorted(
-        (r for r in result["runs"] if r["target"] == "file" and not r.get("neighbours")),
-        key=lambda r: r["credentials"],
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, check=False, cwd=ROOT, capture_output=True, text=True)
+    return ProcessResult(
+        runs=tuple(runs),
+        lifespan_s=LIFESPAN,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        commit=commit.stdout.strip(),
+        ours=dict(OURS_PUBLISHED if ours is None else ours),
     )
-    crowded = [r for r in result["runs"] if r["target"] == "file" and r.get("neighbours")]
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """Section 6: the runs of the plan, and section 2's "ours" beside them."""
+
+    runs: tuple[ProcessRun, ...]
+    lifespan_s: int
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    date: str
+    commit: str
+    ours: dict[str, float]  # section 2's "ours CPU ms" per target type
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProcessResult:
+        """From ``.bench/process.json`` (what ``to_json`` wrote, or the older dict)."""
+        runs = tuple(
+            ProcessRun(**{**r, "profile_top": tuple(tuple(x) for x in r.get("profile_top", ()))})
+            for r in data["runs"]
+        )
+        return cls(
+            runs=runs,
+            lifespan_s=data["lifespan_s"],
+            load_before=tuple(data["load_before"]),
+            load_after=tuple(data["load_after"]),
+            date=data.get("date", ""),
+            commit=data.get("commit", ""),
+            ours=data.get("ours") or _ours(SCRATCH / "results.json"),
+        )
+
+    def markdown(self) -> str:
+        return markdown(self)
+
+    def draw_chart(self, stamp: str) -> Path | None:
+        return chart(self)
+
+
+def chart(result: ProcessResult) -> Path | None:
+    """Whole-process CPU per rotation of the file runs, to ``chart_process.png``."""
+    files = sorted(
+        (r for r in result.runs if r.target == "file" and not r.neighbours),
+        key=lambda r: r.credentials,
+    )
+    crowded = [r for r in result.runs if r.target == "file" and r.neighbours]
     if not files:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the `bench` extra
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    n = [r["credentials"] for r in files]
-    ax.plot(n, [r["cpu_ms_per_rotation"] for r in files], "o-", label="whole process")
+    n = [r.credentials for r in files]
+    ax.plot(n, [r.cpu_ms_per_rotation for r in files], "o-", label="whole process")
     if crowded:
         ax.plot(
-            [r["credentials"] + r["neighbours"] for r in crowded],
-            [r["cpu_ms_per_rotation"] for r in crowded],
+            [r.credentials + r.neighbours for r in crowded],
+            [r.cpu_ms_per_rotation for r in crowded],
             "s",
             label="1,000 credentials, folder filled with other files (x = files)",
         )
@@ -331,7 +386,7 @@ def chart(result: dict[str, Any]) -> str | None:
     fig.tight_layout()
     fig.savefig(CHART, dpi=110)
     plt.close(fig)
-    return str(CHART.relative_to(ROOT))
+    return CHART
 
 
 def _f(value: float | None, fmt: str = "{:.2f}") -> str:
@@ -340,19 +395,19 @@ def _f(value: float | None, fmt: str = "{:.2f}") -> str:
     return fmt.format(value)
 
 
-def markdown(result: dict[str, Any], chart_path: str | None, ours: dict[str, float]) -> str:
-    """Section 6 of BENCHMARKS.md; `ours` is section 2's "ours CPU ms" per target type."""
-    lb, la = result["load_before"], result["load_after"]
+def markdown(result: ProcessResult) -> str:
+    """Section 6 of BENCHMARKS.md, between markers so that ``main`` can splice it."""
+    lb, la = result.load_before, result.load_after
     out = [
         MARK_BEGIN,
         "## 6. Whole process: CPU per rotation and cold start",
         "",
-        f"Measured {result.get('date', '')} (commit `{result.get('commit', '')}`), "
+        f"Measured {result.date} (commit `{result.commit}`), "
         f"load average before/after {', '.join(f'{x:.1f}' for x in lb)} / "
         f"{', '.join(f'{x:.1f}' for x in la)} on the shared 2-CPU machine: absolute "
         "times are inflated by the neighbours; CPU per rotation much less so.",
         "",
-        f"`rotator run` (the CLI) with N credentials, {result['lifespan_s']} s tokens from "
+        f"`rotator run` (the CLI) with N credentials, {result.lifespan_s} s tokens from "
         "the Keycloak stub in its own process (`python -m rotator.testing.keycloak`), moto "
         "in its own process. *Whole process* = the daemon's CPU (every thread, from /proc) "
         "over the steady window (after every credential's first publish and once "
@@ -363,64 +418,58 @@ def markdown(result: dict[str, Any], chart_path: str | None, ours: dict[str, flo
         "frame (py-spy --gil, 100 Hz, non-blocking, during the window): the Python CPU "
         "spent in botocore and below it (urllib3, signing).",
         "",
-        *_goals(result["runs"]),
+        *goals_table(_goals(result.runs), head="goal (issue 14)"),
+        "",
         "| target | credentials | whole-process CPU ms / rotation | ours CPU ms (section 2) "
         "| botocore share | rotations in window (s) | CPU % of a core | cold start s "
         "| RSS MiB | failures |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in result["runs"]:
-        boto = r.get("botocore_share")
+    for r in result.runs:
+        boto = r.botocore_share
         out.append(
-            f"| {r['target']} | {r['credentials']:,}{_beside(r)} | {_f(r['cpu_ms_per_rotation'])} "
-            f"| {_f(ours.get(r['target']))} "
+            f"| {r.target} | {r.credentials:,}{_beside(r)} | {_f(r.cpu_ms_per_rotation)} "
+            f"| {_f(result.ours.get(r.target))} "
             f"| {_f(boto * 100 if boto is not None else None, '{:.0f} %')} "
-            f"| {r['rotations']} ({r['window_s']:.0f} s) | {r['cpu_pct']:.1f} "
-            f"| {_f(r['cold_start_s'])} | {r['rss_mib']:.1f} | {r['failures']} |"
+            f"| {r.rotations} ({r.window_s:.0f} s) | {r.cpu_pct:.1f} "
+            f"| {_f(r.cold_start_s)} | {r.rss_mib:.1f} | {r.failures} |"
         )
-    if chart_path:
-        out += ["", f"![whole-process CPU per rotation, file targets]({chart_path})"]
+    out += ["", f"![whole-process CPU per rotation, file targets]({CHART_LINK})"]
     out += ["", MARK_END, ""]
     return "\n".join(out)
 
 
-def _beside(run: dict[str, Any]) -> str:
-    extra = run.get("neighbours", 0)
+def _beside(run: ProcessRun) -> str:
+    extra = run.neighbours
     return f" (+{extra:,} other files in the folder)" if extra else ""
 
 
-def _goals(runs: list[dict[str, Any]]) -> list[str]:
-    by = {(r["target"], r["credentials"]): r for r in runs if not r.get("neighbours")}
-    rows = ["| goal (issue 14) | target | measured | verdict |", "| --- | --- | --- | --- |"]
+def _goals(runs: tuple[ProcessRun, ...]) -> list[Goal]:
+    by = {(r.target, r.credentials): r for r in runs if not r.neighbours}
+    rows = []
     file1k = by.get(("file", 1000))
     if file1k:
-        cpu = file1k["cpu_ms_per_rotation"]
-        verdict = "met" if cpu <= FILE_CPU_GOAL_MS else "**MISSED**"
-        rows.append(
-            f"| file, whole-process CPU / rotation at 1,000 | <= 3 ms | {cpu:.2f} ms | {verdict} |"
-        )
-        flat = [
-            by[("file", n)]["cpu_ms_per_rotation"] for n in (100, 1000, 5000) if ("file", n) in by
-        ]
+        cpu = file1k.cpu_ms_per_rotation
+        what = "file, whole-process CPU / rotation at 1,000"
+        rows.append(Goal(what, "<= 3 ms", f"{cpu:.2f} ms", cpu <= FILE_CPU_GOAL_MS))
+        flat = [by[("file", n)].cpu_ms_per_rotation for n in (100, 1000, 5000) if ("file", n) in by]
         if len(flat) > 1:
             shown = " / ".join(f"{x:.2f}" for x in flat)
-            rows.append(
-                f"| file at 100 / 1,000 / 5,000 in one folder | flat | {shown} ms "
-                f"(max/min {max(flat) / min(flat):.2f}) | see notes |"
-            )
-        cold = file1k["cold_start_s"]
-        verdict = "met" if cold <= COLD_START_GOAL_S else "**MISSED**"
-        rows.append(f"| cold start, 1,000 file targets | <= 3 s | {cold:.2f} s | {verdict} |")
+            measured = f"{shown} ms (max/min {max(flat) / min(flat):.2f})"
+            what = "file at 100 / 1,000 / 5,000 in one folder"
+            rows.append(Goal(what, "flat", measured, None, "see notes"))
+        cold = file1k.cold_start_s
+        what = "cold start, 1,000 file targets"
+        rows.append(Goal(what, "<= 3 s", f"{cold:.2f} s", cold <= COLD_START_GOAL_S))
     for kind in ("ssm", "secretsmanager"):
         r = by.get((kind, 1000))
         if r:
-            boto = r.get("botocore_share")
+            boto = r.botocore_share
             share = f"{boto * 100:.0f} % in botocore" if boto is not None and boto == boto else ""
-            rows.append(
-                f"| {kind}, whole-process CPU / rotation at 1,000 | reported | "
-                f"{r['cpu_ms_per_rotation']:.2f} ms, {share} | reported |"
-            )
-    return [*rows, ""]
+            what = f"{kind}, whole-process CPU / rotation at 1,000"
+            measured = f"{r.cpu_ms_per_rotation:.2f} ms, {share}"
+            rows.append(Goal(what, "reported", measured, None, "reported"))
+    return rows
 
 
 def splice(text: str, section: str) -> str:
@@ -446,14 +495,13 @@ def main(argv: list[str]) -> int:
     """python -m tests.bench.bench_process [KIND N [SECONDS]]: one run printed, or with
     no arguments the whole plan, written into BENCHMARKS.md as section 6."""
     import json
-    import subprocess as sp
 
     if argv[:1] == ["render"]:  # re-render section 6 from .bench/process.json
-        result = json.loads((SCRATCH / "process.json").read_text())
+        result = ProcessResult.from_json(json.loads((SCRATCH / "process.json").read_text()))
+        chart(result)
         path = ROOT / "BENCHMARKS.md"
-        section = markdown(result, chart(result), _ours(SCRATCH / "results.json"))
-        path.write_text(splice(path.read_text(), section))
-        print(section)
+        path.write_text(splice(path.read_text(), result.markdown()))
+        print(result.markdown())
         return 0
     if argv:  # KIND N [SECONDS [NEIGHBOURS]]: one run, added to .bench/process.json
         kind, n = argv[0], int(argv[1])
@@ -462,28 +510,24 @@ def main(argv: list[str]) -> int:
         with contextlib.ExitStack() as stack:
             aws = stack.enter_context(MotoProcess()) if kind != "file" else None
             url = stack.enter_context(stub_process())
-            result = run_one(
+            one = run_one(
                 url, kind, n, seconds=secs, moto=aws, profile=aws is not None, neighbours=extra
             )
-        print(json.dumps(asdict(result), indent=1))
+        print(json.dumps(asdict(one), indent=1))
         saved = SCRATCH / "process.json"
         if saved.exists():
             everything = json.loads(saved.read_text())
-            everything["runs"].append(asdict(result))
+            everything["runs"].append(asdict(one))
             saved.write_text(json.dumps(everything, indent=1))
         return 0
     with MotoProcess() as moto:
-        result = run(moto)
-    result["date"] = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    git = ["git", "rev-parse", "--short", "HEAD"]
-    commit = sp.run(git, check=False, cwd=ROOT, capture_output=True, text=True)
-    result["commit"] = commit.stdout.strip()
+        result = run(moto, ours=_ours(SCRATCH / "results.json"))
     SCRATCH.mkdir(exist_ok=True)
-    (SCRATCH / "process.json").write_text(json.dumps(result, indent=1))
+    (SCRATCH / "process.json").write_text(json.dumps(result.to_json(), indent=1))
+    chart(result)
     path = ROOT / "BENCHMARKS.md"
-    section = markdown(result, chart(result), _ours(SCRATCH / "results.json"))
-    path.write_text(splice(path.read_text(), section))
-    print(section)
+    path.write_text(splice(path.read_text(), result.markdown()))
+    print(result.markdown())
     return 0
 
 

@@ -19,11 +19,13 @@ from typing import Any
 from rotator.clock import SystemClock
 from rotator.reader import TokenReader
 from rotator.rotation import CredentialRotator
+from rotator.stores.base import TokenStore
 from rotator.stores.file import FileStore
 from rotator.stores.secretsmanager import SecretsManagerStore
 from rotator.stores.ssm import SsmStore
 from rotator.testing.proxy import FaultProxy
 from tests.bench.peers import SCRATCH, MotoProcess, aws_client
+from tests.bench.sections.reader import CachedCost, ReaderResult, StoreCalls
 from tests.fakes import FakeClock, FakeFetcher
 
 REQUESTS = 10_000
@@ -31,10 +33,10 @@ RATES = (1.0, 10.0, 100.0)  # consumer requests per second
 LIFETIME = 300.0
 
 
-def _cached_cost(reader: TokenReader) -> dict[str, float]:
+def _cached_cost(reader: TokenReader) -> CachedCost:
     reader.token()  # fill the cache
     per_call = [t / 100_000 for t in timeit.repeat(reader.token, number=100_000, repeat=5)]
-    return {"us": min(per_call) * 1e6, "median_us": statistics.median(per_call) * 1e6}
+    return CachedCost(us=min(per_call) * 1e6, median_us=statistics.median(per_call) * 1e6)
 
 
 def _reread_ms(reader: TokenReader, n: int = 30) -> float:
@@ -54,7 +56,7 @@ def _publish(clock: Any, store: Any) -> CredentialRotator:
     return rotator
 
 
-def store_calls(endpoint: str, rate: float) -> dict[str, Any]:
+def store_calls(endpoint: str, rate: float) -> StoreCalls:
     """10,000 requests at ``rate``/s against SM; store calls counted by the proxy."""
     clock = FakeClock()
     secret_id = f"bench/reader/{int(rate)}"
@@ -75,16 +77,16 @@ def store_calls(endpoint: str, rate: float) -> dict[str, Any]:
                 next_run = publisher.next_run_at()
             reader.token()
         calls = proxy.count(target="GetSecretValue")
-    return {
-        "rate_per_s": rate,
-        "span_s": REQUESTS / rate,
-        "store_calls": calls,
-        "reader_reads": reader.reads,
-        "rotations": rotations,
-    }
+    return StoreCalls(
+        rate_per_s=rate,
+        span_s=REQUESTS / rate,
+        store_calls=calls,
+        reader_reads=reader.reads,
+        rotations=rotations,
+    )
 
 
-def run(moto: MotoProcess, *, quick: bool = False) -> dict[str, Any]:
+def run(moto: MotoProcess, *, quick: bool = False) -> ReaderResult:
     moto.reset()
     clock = FakeClock()
     sm_client = aws_client("secretsmanager", moto.endpoint)
@@ -94,14 +96,14 @@ def run(moto: MotoProcess, *, quick: bool = False) -> dict[str, Any]:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     path = workdir / "token.json"
-    stores = {
+    stores: dict[str, TokenStore] = {
         "secretsmanager": SecretsManagerStore(sm_client, "bench/reader", create=True),
         "ssm": SsmStore(ssm_client, "/bench/reader"),
         "file": FileStore(path),
     }
     for store in stores.values():
         _publish(clock, store)
-    cached: dict[str, Any] = {}
+    cached: dict[str, CachedCost] = {}
     reread: dict[str, float] = {}
     for kind, store in stores.items():
         reader = TokenReader(store, clock=clock)
@@ -112,10 +114,10 @@ def run(moto: MotoProcess, *, quick: bool = False) -> dict[str, Any]:
     _publish(SystemClock(), FileStore(live))
     system_reader = TokenReader(FileStore(live))
     rates = RATES[1:] if quick else RATES
-    return {
-        "cached": cached,
-        "cached_system_clock": _cached_cost(system_reader),
-        "reread_ms": reread,
-        "per_10k": [store_calls(moto.endpoint, rate) for rate in rates],
-        "lifetime_s": LIFETIME,
-    }
+    return ReaderResult(
+        cached=cached,
+        cached_system_clock=_cached_cost(system_reader),
+        reread_ms=reread,
+        per_10k=tuple(store_calls(moto.endpoint, rate) for rate in rates),
+        lifetime_s=LIFETIME,
+    )

@@ -40,6 +40,7 @@ from rotator.scheduler import Daemon
 from rotator.secret import REGISTRY, register
 from tests.bench.fakes import CannedSession, FakeAwsClients
 from tests.bench.peers import CLIENT_SECRET, SCRATCH, MotoProcess, aws_env
+from tests.bench.sections.steady import Cpu, DaemonCpu, Registry, SteadyResult, TargetCpu
 
 CLIENT_ID = "bench-steady"
 SECRET_ENV = "BENCH_CLIENT_SECRET"
@@ -117,7 +118,9 @@ def _ref(kind: str, workdir: Path, name: str) -> str:
     return f"bench/steady/{name}"
 
 
-def cpu_per_call(fn: Callable[[], Any], n: int, warmup: int = 5) -> dict[str, float]:
+def cpu_per_call(
+    fn: Callable[[], Any], n: int, warmup: int = 5, outcomes: Outcomes | None = None
+) -> Cpu:
     for _ in range(warmup):
         fn()
     cpu: list[float] = []
@@ -127,12 +130,13 @@ def cpu_per_call(fn: Callable[[], Any], n: int, warmup: int = 5) -> dict[str, fl
         fn()
         cpu.append(time.thread_time() - c0)
         wall.append(time.perf_counter() - w0)
-    return {
-        "cpu_ms": statistics.median(cpu) * 1000,
-        "cpu_mean_ms": statistics.fmean(cpu) * 1000,
-        "wall_ms": statistics.median(wall) * 1000,
-        "n": n,
-    }
+    return Cpu(
+        cpu_ms=statistics.median(cpu) * 1000,
+        cpu_mean_ms=statistics.fmean(cpu) * 1000,
+        wall_ms=statistics.median(wall) * 1000,
+        n=n,
+        outcomes=dict(outcomes.counts) if outcomes is not None else {},
+    )
 
 
 # ---------------------------------------------------------------- profile grouping
@@ -142,7 +146,7 @@ _GROUPS = (
     ("botocore/boto3", ("/botocore/", "/boto3/", "/s3transfer/", "/jmespath/", "/dateutil/")),
     ("requests/urllib3", ("/requests/", "/urllib3/", "/idna/", "/charset_normalizer/")),
     (
-        "environment scan (requests trust_env proxy lookup)",
+        "environment scan (os.environ, urllib.request)",
         ("<frozen os>", "<frozen _collections_abc>", "/urllib/request.py"),
     ),
     (
@@ -206,7 +210,7 @@ def _app(token_url: str, kind: str, workdir: Path, name: str, **kw: Any) -> App:
 
 def ours_in_daemon(
     body: bytes, *, credentials: int = 100, seconds: float = 6.0, lifespan: int = 3
-) -> dict[str, Any]:
+) -> DaemonCpu:
     """Process CPU per step of the real Daemon (APScheduler) over fake I/O."""
     settings = settings_for(
         "http://127.0.0.1:9/token",
@@ -244,17 +248,17 @@ def ours_in_daemon(
     finally:
         daemon.shutdown()
     count = max(1, s1 - s0)
-    return {
-        "cpu_ms_per_rotation": (c1 - c0) * 1000 / count,
-        "rotations": count,
-        "rotated": r1 - r0,
-        "rotations_per_s": count / (w1 - w0),
-        "credentials": credentials,
-        "lifespan_s": lifespan,
-    }
+    return DaemonCpu(
+        cpu_ms_per_rotation=(c1 - c0) * 1000 / count,
+        rotations=count,
+        rotated=r1 - r0,
+        rotations_per_s=count / (w1 - w0),
+        credentials=credentials,
+        lifespan_s=lifespan,
+    )
 
 
-def run(moto: MotoProcess, stub: Any, *, n: int = 150, quick: bool = False) -> dict[str, Any]:
+def run(moto: MotoProcess, stub: Any, *, n: int = 150, quick: bool = False) -> SteadyResult:
     stub.set_access_token_lifespan(300)
     moto.reset()
     os.environ.update(aws_env(moto.endpoint))  # boto3 in this process talks to moto
@@ -273,7 +277,7 @@ def run(moto: MotoProcess, stub: Any, *, n: int = 150, quick: bool = False) -> d
         timeout=10,
     ).content
 
-    def ours(kind: str) -> dict[str, Any]:
+    def ours(kind: str) -> Cpu:
         clock, outcomes = SteppingClock(), Outcomes()
         app = _app(
             "http://127.0.0.1:9/token",
@@ -285,11 +289,9 @@ def run(moto: MotoProcess, stub: Any, *, n: int = 150, quick: bool = False) -> d
             clock=clock,
             observer=outcomes,
         )
-        out: dict[str, Any] = cpu_per_call(_stepper(app, clock), n * 4, warmup=20)
-        out["outcomes"] = outcomes.counts
-        return out
+        return cpu_per_call(_stepper(app, clock), n * 4, warmup=20, outcomes=outcomes)
 
-    def real(kind: str, rounds: int) -> dict[str, Any]:
+    def real(kind: str, rounds: int) -> Cpu:
         clock, outcomes = SteppingClock(), Outcomes()
         app = _app(
             stub.token_url,
@@ -299,9 +301,7 @@ def run(moto: MotoProcess, stub: Any, *, n: int = 150, quick: bool = False) -> d
             clock=clock,
             observer=outcomes,
         )
-        out: dict[str, Any] = cpu_per_call(_stepper(app, clock), rounds)
-        out["outcomes"] = outcomes.counts
-        return out
+        return cpu_per_call(_stepper(app, clock), rounds, outcomes=outcomes)
 
     def profiled(kind: str, rounds: int) -> dict[str, float]:
         clock = SteppingClock()
@@ -313,21 +313,19 @@ def run(moto: MotoProcess, stub: Any, *, n: int = 150, quick: bool = False) -> d
         return profile_groups(step, rounds)
 
     registry_at_start = len(list(REGISTRY.values()))
-    result: dict[str, Any] = {"targets": {}, "n": n}
+    ours_cpu = {kind: ours(kind) for kind in TARGETS}
+    daemon_ours = ours_in_daemon(body, seconds=3.0 if quick else 6.0)
+    total: dict[str, Cpu] = {}
+    profile: dict[str, dict[str, float]] = {}
     for kind in TARGETS:
-        result["targets"][kind] = {"ours": ours(kind)}
-    result["daemon_ours"] = ours_in_daemon(body, seconds=3.0 if quick else 6.0)
-    for kind in TARGETS:
-        entry = result["targets"][kind]
-        entry["total"] = real(kind, n)
-        entry["profile_ms"] = profiled(kind, max(30, n // 3))
+        total[kind] = real(kind, n)
+        profile[kind] = profiled(kind, max(30, n // 3))
     registry_before_fill = len(list(REGISTRY.values()))
     _fill_registry()
+    full: dict[str, tuple[Cpu, Cpu]] = {}
     for kind in TARGETS:
-        entry = result["targets"][kind]
-        entry["ours_full_registry"] = ours(kind)
-        entry["total_full_registry"] = real(kind, max(30, n // 3))
-    result["daemon_ours_full_registry"] = ours_in_daemon(body, seconds=3.0 if quick else 6.0)
+        full[kind] = (ours(kind), real(kind, max(30, n // 3)))
+    daemon_full = ours_in_daemon(body, seconds=3.0 if quick else 6.0)
     # log lines per rotation and their cost against the full registry
     record_text = (
         "published credential=c0001 target=ssm:/bench/steady/c0001 expires_at=2026-11-29T00:26:02Z"
@@ -335,11 +333,26 @@ def run(moto: MotoProcess, stub: Any, *, n: int = 150, quick: bool = False) -> d
     t0 = time.thread_time()
     for _ in range(200):
         REGISTRY.scrub(record_text)
-    result["scrub_full_registry_ms"] = (time.thread_time() - t0) * 1000 / 200
-    result["registry"] = {
-        "at_start": registry_at_start,
-        "before_fill": registry_before_fill,
-        "cap": REGISTRY_CAP,
-        "token_chars": len(body),
-    }
-    return result
+    scrub_ms = (time.thread_time() - t0) * 1000 / 200
+    return SteadyResult(
+        n=n,
+        targets={
+            kind: TargetCpu(
+                ours=ours_cpu[kind],
+                total=total[kind],
+                profile_ms=profile[kind],
+                ours_full_registry=full[kind][0],
+                total_full_registry=full[kind][1],
+            )
+            for kind in TARGETS
+        },
+        daemon_ours=daemon_ours,
+        daemon_ours_full_registry=daemon_full,
+        scrub_full_registry_ms=scrub_ms,
+        registry=Registry(
+            at_start=registry_at_start,
+            before_fill=registry_before_fill,
+            cap=REGISTRY_CAP,
+            token_chars=len(body),
+        ),
+    )

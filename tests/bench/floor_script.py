@@ -1,7 +1,7 @@
 """The floor: one client_credentials POST with requests, one write with boto3, nothing else.
 
 FLOOR_CLIENT=botocore builds the client with botocore alone (no boto3, no s3transfer),
-to show what skipping boto3 itself would save.
+as rotator's ``AwsClients`` does.
 
 Configured like rotator (ROTATOR_TOKEN_URL, ROTATOR_CLIENT_ID, ROTATOR_CLIENT_SECRET; AWS
 endpoint and region from boto3's own variables). FLOOR_TARGET is ``secretsmanager`` (one
@@ -10,13 +10,14 @@ FLOOR_PARAMETER).
 """
 
 import os
+from typing import Any
 
 import requests
 
 if os.environ.get("FLOOR_CLIENT") == "botocore":
     import botocore.session
 
-    client = botocore.session.get_session().create_client
+    client: Any = botocore.session.get_session().create_client
 else:
     import boto3
 

@@ -1,9 +1,12 @@
-"""`make bench`: run every measurement, print a table, write BENCHMARKS.md and the chart.
+"""`make bench`: run every measurement, print the targets, write BENCHMARKS.md and the charts.
 
     python -m tests.bench.run            # the full run (about 6 minutes)
     python -m tests.bench.run --quick    # fewer rounds, shorter daemon runs: a smoke test
+    python -m tests.bench.run --quick --only calls,reader --out /tmp/bench.md
 
-Raw figures also go to .bench/results.json.
+Raw figures also go to .bench/results.json; the charts are redrawn only when the output
+is BENCHMARKS.md itself. Each bench returns a ``Section`` (``tests/bench/section.py``);
+adding one is a line in ``BENCHES``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TypeVar
 
 from rotator.testing.keycloak import KeycloakStub
 from tests.bench import (
@@ -30,91 +35,157 @@ from tests.bench import (
     report,
 )
 from tests.bench.peers import CLIENT_SECRET, ROOT, SCRATCH, MotoProcess, machine
+from tests.bench.report import RunInfo
+from tests.bench.section import HasChart, Notes, Section
+from tests.bench.sections.daemon import DaemonResult
+from tests.bench.sections.oneshot import OneshotResult
+from tests.bench.sections.steady import SteadyResult
 
-SECTIONS = ("oneshot", "calls", "reader", "steady", "daemon", "process")
+T = TypeVar("T")
 
 
-def _git() -> dict[str, str]:
-    def git(*args: str) -> str:
-        out = subprocess.run(
-            ["git", *args], cwd=ROOT, check=False, capture_output=True, text=True, timeout=30
-        )
-        return out.stdout.strip()
+@dataclass(frozen=True)
+class Context:
+    """What a bench gets: the shared servers, the mode, and the sections already run."""
 
-    dirty = git("status", "--porcelain", "--", "rotator")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
-        "rotator_dirty": "yes" if dirty else "no",
-    }
+    moto: MotoProcess
+    stub: KeycloakStub
+    quick: bool
+    done: dict[str, Section]
+
+    def find(self, kind: type[T]) -> T | None:
+        return next((s for s in self.done.values() if isinstance(s, kind)), None)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One section: its name for --only, how to run it, its place on the page, and the
+    notes written by hand that follow it (a file in tests/bench/notes/)."""
+
+    name: str
+    run: Callable[[Context], Section]
+    page: int
+    notes: str | None = None
+    static: bool = False  # written by hand: always on the page, nothing to run
+
+
+def _daemon(c: Context) -> DaemonResult:
+    one, steady = c.find(OneshotResult), c.find(SteadyResult)
+    return bench_daemon.run(
+        c.moto,
+        c.stub,
+        quick=c.quick,
+        floor_ssm_mib=one.rss_mib("floor_ssm") if one else None,
+        floor_sm_mib=one.rss_mib("floor") if one else None,
+        token_chars=steady.registry.token_chars if steady else 800,
+    )
+
+
+def _process(c: Context) -> bench_process.ProcessResult:
+    steady = c.find(SteadyResult)
+    return bench_process.run(c.moto, quick=c.quick, ours=steady.ours_cpu_ms() if steady else None)
+
+
+# In the order they run (reader before steady, which fills the process-wide secret
+# registry); `page` is the order in BENCHMARKS.md.
+BENCHES: tuple[Bench, ...] = (
+    Bench(
+        "oneshot",
+        lambda c: bench_oneshot.run(
+            c.moto, c.stub, rounds=3 if c.quick else 11, importtime_n=2 if c.quick else 5
+        ),
+        page=1,
+    ),
+    Bench("calls", lambda c: bench_calls.run(c.moto, c.stub, quick=c.quick), 4, "calls.md"),
+    Bench("reader", lambda c: bench_reader.run(c.moto, quick=c.quick), page=5),
+    Bench(
+        "steady",
+        lambda c: bench_steady.run(c.moto, c.stub, n=60 if c.quick else 150, quick=c.quick),
+        page=2,
+    ),
+    Bench("daemon", _daemon, page=3),
+    Bench("process", _process, page=6, notes="process.md"),
+    Bench("aws_limits", lambda c: Notes("aws_limits.md"), page=7, static=True),
+    Bench("method", lambda c: Notes("method.md"), page=99, static=True),
+)
+MEASURED = tuple(b.name for b in BENCHES if not b.static)
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(
+        ["git", *args], cwd=ROOT, check=False, capture_output=True, text=True, timeout=30
+    )
+    return out.stdout.strip()
+
+
+def page(done: dict[str, Section]) -> list[Section]:
+    """The sections in page order, each followed by its notes."""
+    out: list[Section] = []
+    for bench in sorted(BENCHES, key=lambda b: b.page):
+        if bench.name in done:
+            out.append(done[bench.name])
+            if bench.notes:
+                out.append(Notes(bench.notes))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter daemon runs")
     parser.add_argument(
-        "--only", default=",".join(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}"
+        "--only", default=",".join(MEASURED), help=f"comma-separated: {','.join(MEASURED)}"
     )
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - set(SECTIONS)
+    unknown = only - set(MEASURED)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     SCRATCH.mkdir(exist_ok=True)
     began = time.monotonic()
-    results: dict[str, Any] = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-        "git": _git(),
-        "quick": args.quick,
-        "load_before": os.getloadavg(),
-    }
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = os.getloadavg()
     clients = {
         bench_oneshot.CLIENT_ID: CLIENT_SECRET,
         bench_steady.CLIENT_ID: CLIENT_SECRET,
         **dict.fromkeys(bench_calls.CLIENTS, CLIENT_SECRET),
         **{bench_daemon.client_id(i): CLIENT_SECRET for i in range(1000)},
     }
-    quick = args.quick
-
-    def section(name: str, fn: Any) -> None:
-        if name not in only:
-            return
-        t = time.monotonic()
-        print(f"[bench] {name} ...", flush=True)
-        results[name] = fn()
-        results.setdefault("seconds", {})[name] = time.monotonic() - t
-        print(f"[bench] {name} done in {time.monotonic() - t:.0f} s", flush=True)
-
+    done: dict[str, Section] = {}
+    seconds: dict[str, float] = {}
     with MotoProcess() as moto, KeycloakStub(clients=clients) as stub:
-        section(
-            "oneshot",
-            lambda: bench_oneshot.run(
-                moto, stub, rounds=3 if quick else 11, importtime_n=2 if quick else 5
-            ),
-        )
-        section("calls", lambda: bench_calls.run(moto, stub, quick=quick))
-        section("reader", lambda: bench_reader.run(moto, quick=quick))
-        section("steady", lambda: bench_steady.run(moto, stub, n=60 if quick else 150, quick=quick))
-        section("daemon", lambda: bench_daemon.run(moto, stub, quick=quick))
-        section("process", lambda: bench_process.run(moto, quick=quick))
-    results["load_after"] = os.getloadavg()
-    results["total_seconds"] = time.monotonic() - began
-    (SCRATCH / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    chart = report.chart(results)
-    text = report.markdown(results, chart)
-    if "process" in results:  # section 6, rendered by its own module
-        process = {**results["process"], "date": results["date"]}
-        process["commit"] = results["git"]["commit"]
-        steady = results.get("steady", {}).get("targets", {})
-        ours = {k: t["ours"]["cpu_ms"] for k, t in steady.items()}
-        section6 = bench_process.markdown(process, bench_process.chart(process), ours)
-        text = bench_process.splice(text, section6)
-    with open(args.out, "w", encoding="utf-8") as out:
-        out.write(text)
-    print(report.table(results))
-    print(f"\nwrote {args.out}" + (f" and {chart}" if chart else ""))
+        context = Context(moto, stub, args.quick, done)
+        for bench in BENCHES:
+            if not (bench.static or bench.name in only):
+                continue
+            t = time.monotonic()
+            print(f"[bench] {bench.name} ...", flush=True)
+            done[bench.name] = bench.run(context)
+            seconds[bench.name] = time.monotonic() - t
+            print(f"[bench] {bench.name} done in {seconds[bench.name]:.0f} s", flush=True)
+    info = RunInfo(
+        date=date,
+        machine=machine(),
+        commit=_git("rev-parse", "--short", "HEAD") or "unknown",
+        rotator_dirty=bool(_git("status", "--porcelain", "--", "rotator")),
+        quick=args.quick,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        total_seconds=time.monotonic() - began,
+    )
+    raw = {"run": asdict(info), "seconds": seconds}
+    raw |= {name: s.to_json() for name, s in done.items()}
+    (SCRATCH / "results.json").write_text(json.dumps(raw, indent=1, default=str))
+    out = Path(args.out).resolve()
+    drawn: list[str] = []
+    if out == ROOT / "BENCHMARKS.md":  # a scratch --out leaves the committed charts alone
+        for s in done.values():
+            chart = s.draw_chart(info.stamp()) if isinstance(s, HasChart) else None
+            drawn += [str(chart.relative_to(ROOT))] if chart else []
+    out.write_text(report.assemble(info, page(done)), encoding="utf-8")
+    print(report.console(info, page(done)))
+    print(f"\nwrote {out}" + (f" and {', '.join(drawn)}" if drawn else ""))
     return 0
 
 
