@@ -326,20 +326,11 @@ class ProcessResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProcessResult:
-        """From ``.bench/process.json`` (what ``to_json`` wrote, or the older dict)."""
-        runs = tuple(
-            ProcessRun(**{**r, "profile_top": tuple(tuple(x) for x in r.get("profile_top", ()))})
-            for r in data["runs"]
-        )
-        return cls(
-            runs=runs,
-            lifespan_s=data["lifespan_s"],
-            load_before=tuple(data["load_before"]),
-            load_after=tuple(data["load_after"]),
-            date=data.get("date", ""),
-            commit=data.get("commit", ""),
-            ours=data.get("ours") or _ours(SCRATCH / "results.json"),
-        )
+        """From ``.bench/process.json``, also as written before it held date, commit, ours."""
+        from tests.bench.stored import load
+
+        ours = _ours(SCRATCH / "results.json")
+        return load(cls, {"date": "", "commit": "", "ours": ours, **data})  # type: ignore[no-any-return]
 
     def markdown(self) -> str:
         return markdown(self)
@@ -350,43 +341,9 @@ class ProcessResult:
 
 def chart(result: ProcessResult) -> Path | None:
     """Whole-process CPU per rotation of the file runs, to ``chart_process.png``."""
-    files = sorted(
-        (r for r in result.runs if r.target == "file" and not r.neighbours),
-        key=lambda r: r.credentials,
-    )
-    crowded = [r for r in result.runs if r.target == "file" and r.neighbours]
-    if not files:
-        return None
-    try:
-        import matplotlib
-    except ImportError:  # the `bench` extra
-        return None
+    from tests.bench import charts
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    n = [r.credentials for r in files]
-    ax.plot(n, [r.cpu_ms_per_rotation for r in files], "o-", label="whole process")
-    if crowded:
-        ax.plot(
-            [r.credentials + r.neighbours for r in crowded],
-            [r.cpu_ms_per_rotation for r in crowded],
-            "s",
-            label="1,000 credentials, folder filled with other files (x = files)",
-        )
-    ax.axhline(FILE_CPU_GOAL_MS, color="red", lw=1, ls=":", label="goal (<= 3 ms)")
-    ax.set_xscale("log")
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("files in the folder (one file target per credential)")
-    ax.set_ylabel("CPU ms per rotation")
-    ax.set_title("rotator run: whole-process CPU per rotation")
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(CHART, dpi=110)
-    plt.close(fig)
-    return CHART
+    return charts.process(result)
 
 
 def _f(value: float | None, fmt: str = "{:.2f}") -> str:

@@ -146,7 +146,7 @@ _GROUPS = (
     ("botocore/boto3", ("/botocore/", "/boto3/", "/s3transfer/", "/jmespath/", "/dateutil/")),
     ("requests/urllib3", ("/requests/", "/urllib3/", "/idna/", "/charset_normalizer/")),
     (
-        "environment scan (os.environ, urllib.request)",
+        "os.environ, collections.abc, urllib.request",
         ("<frozen os>", "<frozen _collections_abc>", "/urllib/request.py"),
     ),
     (

@@ -3,9 +3,10 @@
     python -m tests.bench.run            # the full run (about 6 minutes)
     python -m tests.bench.run --quick    # fewer rounds, shorter daemon runs: a smoke test
     python -m tests.bench.run --quick --only calls,reader --out /tmp/bench.md
+    python -m tests.bench.run --render .bench/results.json   # no run: the stored figures
 
-Raw figures also go to .bench/results.json; the charts are redrawn only when the output
-is BENCHMARKS.md itself. Each bench returns a ``Section`` (``tests/bench/section.py``);
+Raw figures also go to .bench/results.json; the charts are redrawn only by a run that
+writes BENCHMARKS.md itself. Each bench returns a ``Section`` (``tests/bench/section.py``);
 adding one is a line in ``BENCHES``.
 """
 
@@ -33,6 +34,7 @@ from tests.bench import (
     bench_reader,
     bench_steady,
     report,
+    stored,
 )
 from tests.bench.peers import CLIENT_SECRET, ROOT, SCRATCH, MotoProcess, machine
 from tests.bench.report import RunInfo
@@ -136,11 +138,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", default=",".join(MEASURED), help=f"comma-separated: {','.join(MEASURED)}"
     )
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument(
+        "--render", metavar="RESULTS_JSON", help="no run: render the figures stored by one"
+    )
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(MEASURED)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    if args.render:
+        raw = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        info = stored.load(RunInfo, raw["run"])
+        done = {name: stored.section(path, raw[name]) for name, path in raw["types"].items()}
+    else:
+        info, done = measure(only, quick=args.quick)
+        raw = {"run": asdict(info), "types": {n: stored.class_path(s) for n, s in done.items()}}
+        raw |= {name: s.to_json() for name, s in done.items()}
+        (SCRATCH / "results.json").write_text(json.dumps(raw, indent=1, default=str))
+    out = Path(args.out).resolve()
+    drawn: list[str] = []
+    # the run that measured drew the charts; a scratch --out leaves the committed ones alone
+    if not args.render and out == ROOT / "BENCHMARKS.md":
+        for s in done.values():
+            chart = s.draw_chart(info.stamp()) if isinstance(s, HasChart) else None
+            drawn += [str(chart.relative_to(ROOT))] if chart else []
+    out.write_text(report.assemble(info, page(done)), encoding="utf-8")
+    print(report.console(info, page(done)))
+    print(f"\nwrote {out}" + (f" and {', '.join(drawn)}" if drawn else ""))
+    return 0
+
+
+def measure(only: set[str], *, quick: bool) -> tuple[RunInfo, dict[str, Section]]:
+    """Run the selected benches (and every static section) against one stub and moto."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     SCRATCH.mkdir(exist_ok=True)
     began = time.monotonic()
@@ -153,40 +182,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{bench_daemon.client_id(i): CLIENT_SECRET for i in range(1000)},
     }
     done: dict[str, Section] = {}
-    seconds: dict[str, float] = {}
     with MotoProcess() as moto, KeycloakStub(clients=clients) as stub:
-        context = Context(moto, stub, args.quick, done)
+        context = Context(moto, stub, quick, done)
         for bench in BENCHES:
             if not (bench.static or bench.name in only):
                 continue
             t = time.monotonic()
             print(f"[bench] {bench.name} ...", flush=True)
             done[bench.name] = bench.run(context)
-            seconds[bench.name] = time.monotonic() - t
-            print(f"[bench] {bench.name} done in {seconds[bench.name]:.0f} s", flush=True)
+            print(f"[bench] {bench.name} done in {time.monotonic() - t:.0f} s", flush=True)
     info = RunInfo(
         date=date,
         machine=machine(),
         commit=_git("rev-parse", "--short", "HEAD") or "unknown",
         rotator_dirty=bool(_git("status", "--porcelain", "--", "rotator")),
-        quick=args.quick,
+        quick=quick,
         load_before=load_before,
         load_after=os.getloadavg(),
         total_seconds=time.monotonic() - began,
     )
-    raw = {"run": asdict(info), "seconds": seconds}
-    raw |= {name: s.to_json() for name, s in done.items()}
-    (SCRATCH / "results.json").write_text(json.dumps(raw, indent=1, default=str))
-    out = Path(args.out).resolve()
-    drawn: list[str] = []
-    if out == ROOT / "BENCHMARKS.md":  # a scratch --out leaves the committed charts alone
-        for s in done.values():
-            chart = s.draw_chart(info.stamp()) if isinstance(s, HasChart) else None
-            drawn += [str(chart.relative_to(ROOT))] if chart else []
-    out.write_text(report.assemble(info, page(done)), encoding="utf-8")
-    print(report.console(info, page(done)))
-    print(f"\nwrote {out}" + (f" and {', '.join(drawn)}" if drawn else ""))
-    return 0
+    return info, done
 
 
 if __name__ == "__main__":

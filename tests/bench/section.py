@@ -106,4 +106,4 @@ class Notes:
         return (NOTES / self.name).read_text(encoding="utf-8").rstrip("\n") + "\n"
 
     def to_json(self) -> dict[str, Any]:
-        return {"notes": f"tests/bench/notes/{self.name}"}
+        return {"name": self.name}

@@ -4,11 +4,12 @@ Results are built by hand here (no bench runs, no sockets)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tests.bench import report, run
+from tests.bench import report, run, stored
 from tests.bench.bench_process import ProcessResult, ProcessRun
 from tests.bench.report import RunInfo
 from tests.bench.section import Goal, HasGoals, Notes, Section
@@ -260,3 +261,12 @@ def test_a_new_bench_is_one_entry_whose_name_selects_it() -> None:
     assert len(names) == len(set(names))
     assert set(run.MEASURED) == {"oneshot", "calls", "reader", "steady", "daemon", "process"}
     assert len({b.page for b in run.BENCHES}) == len(run.BENCHES)
+
+
+def test_stored_figures_load_back_into_the_same_results() -> None:
+    results: list[Section] = [calls(), reader(), daemon(), oneshot(0.72, 0.76), process(3.3, 6.6)]
+    results.append(Notes("method.md"))
+    for result in results:
+        data = json.loads(json.dumps(result.to_json()))
+        assert stored.section(stored.class_path(result), data) == result
+    assert stored.load(RunInfo, json.loads(json.dumps(dataclasses.asdict(INFO)))) == INFO

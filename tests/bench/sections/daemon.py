@@ -259,48 +259,10 @@ class DaemonResult:
         return table([*head, "publish gaps", "failures"], rows)
 
     def draw_chart(self, stamp: str) -> Path | None:
-        """RSS and lag against credentials, to ``tests/bench/chart.png``; None without
-        matplotlib (the `bench` extra)."""
-        try:
-            import matplotlib
-        except ImportError:
-            return None
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        """RSS and lag against credentials, to ``tests/bench/chart.png``."""
+        from tests.bench import charts
 
-        runs = sorted(self.runs, key=lambda x: x.credentials)
-        n = [x.credentials for x in runs]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-        left.plot(n, [x.rss_end_mib for x in runs], "o-", label="RSS at the end")
-        left.plot(n, [x.hwm_mib for x in runs], "s--", label="peak RSS")
-        if self.floor_ssm_mib:
-            floor = self.floor_ssm_mib
-            label = "floor script (one-shot, SSM)"
-            left.axhline(floor, color="grey", lw=1, ls=":", label=label)
-            label = f"{DAEMON_RSS_RATIO}x floor (target, 1 cred)"
-            left.axhline(floor * DAEMON_RSS_RATIO, color="red", lw=1, ls=":", label=label)
-        left.set_xscale("log")
-        left.set_xlabel("credentials")
-        left.set_ylabel("MiB")
-        left.set_title("Daemon memory")
-        left.legend(fontsize=8)
-        left.grid(True, alpha=0.3)
-        right.plot(n, [max(x.lag_ms.p50, 0.01) for x in runs], "o-", label="lag p50")
-        right.plot(n, [max(x.lag_ms.p99, 0.01) for x in runs], "s-", label="lag p99")
-        right.plot(n, [max(x.lag_ms.max, 0.01) for x in runs], "^:", label="lag max")
-        right.axhline(LAG_P99_MS, color="red", lw=1, ls=":", label="p99 target (1 s)")
-        right.set_xscale("log")
-        right.set_yscale("log")
-        right.set_xlabel("credentials")
-        right.set_ylabel("ms (planned -> actual start)")
-        right.set_title(f"Scheduling lag, steady state ({self.lifespan_s:g} s tokens)")
-        right.legend(fontsize=8)
-        right.grid(True, alpha=0.3, which="both")
-        fig.suptitle(f"rotator run, SSM targets, {stamp}")
-        fig.tight_layout()
-        fig.savefig(CHART, dpi=110)
-        plt.close(fig)
-        return CHART
+        return charts.daemon(self, stamp)
 
 
 def _ratio(run: DaemonRun | None, floor: float | None) -> str:

@@ -145,9 +145,11 @@ class SteadyResult:
                 "",
                 *self._profile(),
                 "",
-                "*Environment scan* counts frames of `os.environ` and `urllib.request` (proxy "
-                "lookup). rotator's session has `trust_env` off and resolves proxies once per "
-                "host (`App.proxies`), so requests no longer walks the environment per call.",
+                "The *os.environ, collections.abc, urllib.request* group is requests' "
+                "environment and mapping checks (`isinstance` against `collections.abc` types) "
+                "and proxy lookup code. It is not a walk of the environment per call: the "
+                "session has `trust_env` off and rotator resolves proxies once per host "
+                "(`App.proxies`).",
                 "",
             ]
         )
