@@ -4,8 +4,10 @@ A bench module's ``run(...)`` returns a frozen dataclass that is a ``Section``:
 
 * ``markdown() -> str``: its whole part of BENCHMARKS.md, heading included
   (``## N. Title``), tables and the prose written by hand next to the numbers;
-* ``to_json() -> dict[str, Any]``: its raw figures for ``.bench/results.json``
-  (``dataclasses.asdict(self)`` is enough).
+* ``to_json() -> dict[str, Any]``: its raw figures for ``.bench/results.json``.
+  ``dataclasses.asdict(self)`` is enough, and then ``--render`` can load the result
+  back from its field types (``tests/bench/stored.py``); a section whose JSON has
+  another shape gives a ``from_json(data) -> Self`` classmethod.
 
 It may also be a ``HasGoals``: ``goals() -> list[Goal]``, the rows it adds to the
 *Targets* table at the top (a goal, the measured bound, met or not: no advice); and a
@@ -14,8 +16,14 @@ BENCHMARKS.md itself (``stamp`` names the machine and date for the title).
 
 ``tests/bench/report.py`` only assembles: the header (date, machine, commit, load),
 the Targets table from every ``HasGoals`` section, then each section's ``markdown()``
-in the order of ``BENCHES`` in ``tests/bench/run.py``. Adding a section is one line
-there: ``Bench("name", lambda ctx: bench_name.run(ctx.moto, ctx.stub, quick=ctx.quick))``.
+in ``page`` order (``BENCHES`` in ``tests/bench/run.py``; each section's notes written
+by hand, ``tests/bench/notes/*.md``, follow it). Adding a section is one line there:
+
+    Bench("scale", lambda c: bench_scale.run(c.moto, c.stub, quick=c.quick), page=8),
+
+``c`` is a ``run.Context``: the shared moto server and Keycloak stub, ``quick``, and
+``c.find(SomeResult)`` for a section that already ran this time (or None). The name
+is what ``--only`` selects; ``notes="scale.md"`` adds a notes file after the section.
 
 The helpers below format numbers and tables the same way in every section.
 """
