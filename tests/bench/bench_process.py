@@ -376,7 +376,6 @@ def markdown(result: ProcessResult) -> str:
         "spent in botocore and below it (urllib3, signing).",
         "",
         *goals_table(_goals(result.runs), head="goal (issue 14)"),
-        "",
         "| target | credentials | whole-process CPU ms / rotation | ours CPU ms (section 2) "
         "| botocore share | rotations in window (s) | CPU % of a core | cold start s "
         "| RSS MiB | failures |",

@@ -72,7 +72,7 @@ def assemble(info: RunInfo, sections: Sequence[Section]) -> str:
     parts = [header(info)]
     found = goals(sections)
     if found:
-        parts.append("\n".join(["## Targets", "", *goals_table(found), ""]))
+        parts.append("\n".join(["## Targets", "", *goals_table(found)]))
     parts += [s.markdown() for s in sections]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 

@@ -96,6 +96,13 @@ def table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def goals_table(goals: list[Goal], head: str = "what") -> list[str]:
+    """The goals as a table and a blank line; nothing when there are none."""
+    if not goals:
+        return []
+    return [*_goal_rows(goals, head), ""]
+
+
+def _goal_rows(goals: list[Goal], head: str) -> list[str]:
     return table(
         [head, "target", "measured", "verdict"],
         [[g.what, g.target, g.measured, g.verdict] for g in goals],

@@ -270,3 +270,12 @@ def test_stored_figures_load_back_into_the_same_results() -> None:
         data = json.loads(json.dumps(result.to_json()))
         assert stored.section(stored.class_path(result), data) == result
     assert stored.load(RunInfo, json.loads(json.dumps(dataclasses.asdict(INFO)))) == INFO
+
+
+def test_a_process_run_without_the_1000_file_run_has_no_goal_table() -> None:
+    result = process(file_cpu=3.3, cold=2.5)
+    small = replace(result, runs=result.runs[:1])
+
+    assert "| goal (issue 14) |" in result.markdown()
+    assert "| goal (issue 14) |" not in small.markdown()
+    assert "| file | 100 | 3.50 | 0.45 |" in small.markdown()
