@@ -41,6 +41,7 @@ from tests.fixtures.keycloak import (
 )
 from tests.fixtures.keycloak_admin import KeycloakAdmin
 from tests.fixtures.oms_api import OmsApi
+from tests.harness.config import file_credential, probe_vars, replace_config
 from tests.harness.env import rotator_env as cli_env
 from tests.harness.probes import health, health_port
 from tests.harness.process import Daemon, wait_for_daemons
@@ -151,20 +152,8 @@ def report(name: str, factory: pytest.TempPathFactory, figures: dict[str, object
 def daemon_env(
     real_kc: KeycloakServer, path: Path, probe: str, api: OmsApi | None
 ) -> dict[str, str]:
-    env = rotator_env(
-        real_kc,
-        CLIENT,
-        ROTATOR_FILE_PATH=str(path),
-        ROTATOR_PROBE_INTERVAL_SECONDS=str(PROBE_INTERVAL),
-        ROTATOR_METRICS_PORT="0",
-        ROTATOR_METRICS_ADDRESS="127.0.0.1",
-    )
-    if probe == "introspection":
-        env["ROTATOR_PROBE"] = "introspection"
-    else:
-        assert api is not None
-        env["ROTATOR_VERIFY_URL"] = api.url
-    return env
+    verify_url = None if api is None else api.url
+    return rotator_env(real_kc, CLIENT, **probe_vars(path, probe, verify_url, PROBE_INTERVAL))
 
 
 def test_which_admin_action_revokes_a_client_credentials_token(
@@ -363,23 +352,13 @@ RELOAD_CLIENTS = {"a": "oms-client", "b": "oms-regenerate", "c": "oms-refresh"}
 
 
 def credential(real_kc: KeycloakServer, folder: Path, name: str, *targets: str) -> str:
-    tables = "".join(
-        f'\n  [[credentials.targets]]\n  type = "file"\n  path = "{folder / t}.json"\n'
-        for t in targets
-    )
-    return (
-        f'[[credentials]]\nname = "{name}"\ntoken_url = "{real_kc.token_url}"\n'
-        f'client_id = "{RELOAD_CLIENTS[name]}"\nclient_secret_env = "SECRET_{name.upper()}"\n'
-        f'probe = "introspection"\nprobe_interval_seconds = {PROBE_INTERVAL}\n{tables}\n'
-    )
+    probe = f'probe = "introspection"\nprobe_interval_seconds = {PROBE_INTERVAL}\n'
+    client_id = RELOAD_CLIENTS[name]
+    return file_credential(name, real_kc.token_url, client_id, folder, *targets, extra=probe)
 
 
 def write_config(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
-        'metrics_port = 0\nmetrics_address = "127.0.0.1"\nreadiness_margin_seconds = 5\n' + text
-    )
-    tmp.replace(path)  # atomic, as a ConfigMap update is
+    replace_config(path, text, top="readiness_margin_seconds = 5\n")
 
 
 def test_reload_adds_removes_and_changes_keycloak_clients(

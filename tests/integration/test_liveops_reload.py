@@ -20,6 +20,7 @@ import pytest
 
 from rotator.testing import KeycloakStub
 from tests.fixtures.procs import Daemon, StoreWatcher, cli_env, file_reader, run_cli
+from tests.harness.config import file_credential, replace_config
 from tests.harness.probes import health_port, page
 from tests.harness.process import wait_for_daemons
 
@@ -36,21 +37,11 @@ def stub() -> Iterator[KeycloakStub]:
 
 
 def credential(stub: KeycloakStub, folder: Path, name: str, *targets: str, extra: str = "") -> str:
-    tables = "".join(
-        f'\n  [[credentials.targets]]\n  type = "file"\n  path = "{folder / t}.json"\n'
-        for t in targets
-    )
-    return (
-        f'[[credentials]]\nname = "{name}"\ntoken_url = "{stub.token_url}"\n'
-        f'client_id = "client-{name}"\nclient_secret_env = "SECRET_{name.upper()}"\n'
-        f"{extra}{tables}\n"
-    )
+    return file_credential(name, stub.token_url, f"client-{name}", folder, *targets, extra=extra)
 
 
 def write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text('metrics_port = 0\nmetrics_address = "127.0.0.1"\n' + text)
-    tmp.replace(path)  # atomic, as a ConfigMap update is
+    replace_config(path, text)
 
 
 def requests_of(stub: KeycloakStub, client: str) -> int:

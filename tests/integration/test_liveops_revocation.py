@@ -20,6 +20,7 @@ import pytest
 
 from rotator.testing import KeycloakStub
 from tests.fixtures.aws import AwsEnv
+from tests.harness.config import probe_vars
 from tests.harness.env import rotator_env
 from tests.harness.factories import StubFactory
 from tests.harness.probes import health_port, page
@@ -54,20 +55,12 @@ def ok_requests(stub: KeycloakStub) -> int:
 
 
 def single_env(stub: KeycloakStub, path: Path, probe: str) -> dict[str, str]:
-    env = rotator_env(
+    return rotator_env(
         ROTATOR_TOKEN_URL=stub.token_url,
         ROTATOR_CLIENT_ID=CLIENT_ID,
         ROTATOR_CLIENT_SECRET=CLIENT_SECRET,
-        ROTATOR_FILE_PATH=str(path),
-        ROTATOR_PROBE_INTERVAL_SECONDS=str(PROBE_INTERVAL),
-        ROTATOR_METRICS_PORT="0",
-        ROTATOR_METRICS_ADDRESS="127.0.0.1",
+        **probe_vars(path, probe, stub.verify_url, PROBE_INTERVAL),
     )
-    if probe == "introspection":
-        env["ROTATOR_PROBE"] = "introspection"
-    else:
-        env["ROTATOR_VERIFY_URL"] = stub.verify_url
-    return env
 
 
 def report(name: str, factory: pytest.TempPathFactory, figures: dict[str, object]) -> None:
