@@ -12,7 +12,7 @@ from typing import TextIO
 from rotator.app import App, build_store
 from rotator.clock import format_instant
 from rotator.errors import EXIT_FAILED, EXIT_OK, RotatorError
-from rotator.rotation import Schedule
+from rotator.schedule import Schedule
 from rotator.stores.base import Reading
 from rotator.stores.batch import read_batched
 from rotator.stores.quota import SM_VERSION_QUOTA, versions_created

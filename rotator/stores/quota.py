@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 
 from rotator.clock import Clock, format_instant
 from rotator.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, StoreError, StoreQuotaExceeded
-from rotator.rotation import Held, Schedule
+from rotator.rotation import Held
+from rotator.schedule import Schedule
 from rotator.stores.base import Reading, TokenStore
 from rotator.token import Token
 

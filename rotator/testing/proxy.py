@@ -50,6 +50,7 @@ from rotator.testing._http import (
     public_host,
     read_body,
 )
+from rotator.testing.faults import Fault, FaultPlan
 
 __all__ = ["FaultProxy", "ProxiedRequest", "Verdict"]
 
@@ -86,24 +87,6 @@ class Verdict:
     name: str = ""
     answer: tuple[int, tuple[tuple[str, str], ...], bytes] | None = None
     settle: Callable[[int | None], None] | None = None
-
-
-@dataclass
-class _Rule:
-    kind: str
-    remaining: int | None
-    path_prefix: str | None
-    target: str | None
-    seconds: float = 0.0
-    status: int = 503
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-    keep_bytes: int | None = None
-
-    def matches(self, path: str, target: str | None) -> bool:
-        if self.path_prefix is not None and not path.startswith(self.path_prefix):
-            return False
-        return self.target is None or (target is not None and self.target in target)
 
 
 class _ProxyHandler(Handler):
@@ -152,7 +135,7 @@ class FaultProxy:
         self._released = threading.Condition(self._lock)
         self._generation = 0
         self._stopping = threading.Event()
-        self._rules: list[_Rule] = []
+        self._plan = FaultPlan()
         self._log: list[ProxiedRequest] = []
         self._upstreams: set[http.client.HTTPConnection] = set()
         self._server: TrackingServer | None = None
@@ -213,11 +196,9 @@ class FaultProxy:
 
     # -- faults ------------------------------------------------------------------------------
 
-    def _add(self, rule: _Rule) -> None:
-        if rule.remaining is not None and rule.remaining < 1:
-            raise ValueError("times must be None or >= 1")
+    def _add(self, fault: Fault) -> None:
         with self._lock:
-            self._rules.append(rule)
+            self._plan.add(fault)
 
     def add_latency(
         self,
@@ -228,22 +209,20 @@ class FaultProxy:
         target: str | None = None,
     ) -> None:
         """Wait ``seconds`` before handling each matching request."""
-        if seconds < 0:
-            raise ValueError("seconds must be >= 0")
-        self._add(_Rule("latency", times, path_prefix, target, seconds=seconds))
+        self._add(Fault.latency(seconds, times=times, path_prefix=path_prefix, target=target))
 
     def stall(
         self, *, times: int | None = 1, path_prefix: str | None = None, target: str | None = None
     ) -> None:
         """Read matching requests and never answer; on ``clear()`` or ``stop()`` the stalled
         connections are closed without an answer (the request never reaches the upstream)."""
-        self._add(_Rule("stall", times, path_prefix, target))
+        self._add(Fault("stall", times, path_prefix, target))
 
     def reset(
         self, *, times: int | None = 1, path_prefix: str | None = None, target: str | None = None
     ) -> None:
         """Read matching requests, then close the connection with a TCP RST, unanswered."""
-        self._add(_Rule("reset", times, path_prefix, target))
+        self._add(Fault("reset", times, path_prefix, target))
 
     def fail(
         self,
@@ -261,16 +240,8 @@ class FaultProxy:
         defaults to ``text/html`` unless ``headers`` has one (pass ``{"Retry-After": "2"}``
         with a 429, say). Content-Length is always set to the body's length.
         """
-        data = error_page(status) if body is None else body
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        items = [(n, v) for n, v in (headers or {}).items() if n.lower() != "content-length"]
-        if not any(name.lower() == "content-type" for name, _ in items):
-            items.insert(0, ("Content-Type", "text/html"))
         self._add(
-            _Rule(
-                "fail", times, path_prefix, target, status=status, body=data, headers=tuple(items)
-            )
+            Fault.canned(status, body, headers, times=times, path_prefix=path_prefix, target=target)
         )
 
     def truncate(
@@ -284,14 +255,12 @@ class FaultProxy:
         """Forward matching requests, then send the upstream's status and headers with its
         full Content-Length (at least one more than what is sent), only ``keep_bytes`` of the
         body (default: half of it), and close the connection."""
-        if keep_bytes is not None and keep_bytes < 0:
-            raise ValueError("keep_bytes must be >= 0")
-        self._add(_Rule("truncate", times, path_prefix, target, keep_bytes=keep_bytes))
+        self._add(Fault.truncation(keep_bytes, times=times, path_prefix=path_prefix, target=target))
 
     def clear(self) -> None:
         """Remove every fault and release stalled connections (they are closed)."""
         with self._lock:
-            self._rules.clear()
+            self._plan.clear()
             self._generation += 1
             self._released.notify_all()
 
@@ -315,21 +284,6 @@ class FaultProxy:
 
     # -- request handling --------------------------------------------------------------------
 
-    def _take(self, path: str, target: str | None) -> tuple[_Rule | None, _Rule | None]:
-        latency: _Rule | None = None
-        fault: _Rule | None = None
-        for rule in self._rules:
-            if rule.kind == "latency":
-                if latency is None and rule.matches(path, target):
-                    latency = rule
-            elif fault is None and rule.matches(path, target):
-                fault = rule
-        for taken in (latency, fault):
-            if taken is not None and taken.remaining is not None:
-                taken.remaining -= 1
-        self._rules = [rule for rule in self._rules if rule.remaining != 0]
-        return latency, fault
-
     def _handle(self, handler: Handler) -> None:
         assert isinstance(handler, _ProxyHandler)
         handler.proxy = self
@@ -344,7 +298,7 @@ class FaultProxy:
         path = origin_form(handler.path)
         target = handler.headers.get("X-Amz-Target")
         with self._lock:
-            latency, fault = self._take(path, target)
+            latency, fault = self._plan.take(path, target)
             generation = self._generation
         names = [rule.kind for rule in (latency, fault) if rule is not None]
         verdict = self._screen(handler, target, body) if fault is None else None
@@ -467,7 +421,7 @@ class FaultProxy:
         index: int,
         path: str,
         body: bytes,
-        truncate: _Rule | None,
+        truncate: Fault | None,
         *,
         settle: Callable[[int | None], None] | None = None,
     ) -> None:

@@ -251,6 +251,7 @@ class Realm:
             try:
                 decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
+                # No cause: a UnicodeDecodeError quotes a byte of the client's credentials.
                 raise OAuthError(
                     400, "invalid_client", "Invalid Basic authentication header"
                 ) from None

@@ -5,6 +5,7 @@
 * ``read_sm``/``read_ssm``/``check_document``/``lifetime``: the published document.
 * ``assert_clean``/``assert_json_lines``: no secret, no traceback; JSON log lines.
 * ``ConsumerWatcher``: polls every target and records each time it sees a dead token.
+* ``rotate_three_times``/``run_at_a_bad_phase``: the run daemon watched by a consumer.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tests.fixtures.aws import AwsEnv
 from tests.fixtures.oidc import OidcPeer
 from tests.harness.env import rotator_env
 from tests.harness.poll import Poller
-from tests.harness.process import Daemon, Result
+from tests.harness.process import Daemon, Result, wait_until
 
 CLIENT_ID = "oms-client"
 # Distinctive values, so that a leak into any output is found by a plain search.
@@ -257,6 +258,28 @@ class ConsumerWatcher(Poller):
 # start and adopt it before the planned refresh (a bound for a hang, not a speed).
 PLANTED_LIFETIME = 20.0
 PLANNED_RUN = re.compile(r"adopted credential=oms expires_at=\S+ next_run=(\S+)")
+
+
+def rotate_three_times(
+    daemon: Daemon, watcher: ConsumerWatcher, token_requests: Callable[[], int]
+) -> None:
+    """Wait (25 s, a hang detector) until the daemon made four token requests and every
+    target showed four distinct tokens (the first publish and three rotations); stop the
+    watcher, then the daemon, and check both: exit 0, no read error, no dead token seen."""
+    wait_until(
+        lambda: (
+            daemon.assert_running()
+            and token_requests() >= 4
+            and all(watcher.distinct(t) >= 4 for t in watcher.readers)
+        ),
+        25,
+        "three rotations seen in every target",
+    )
+    watcher.stop()
+    code = daemon.terminate()
+    assert code == 0, daemon.stderr
+    assert watcher.errors == []
+    assert watcher.violations == [], "\n".join(watcher.violations)
 
 
 def run_at_a_bad_phase(

@@ -75,3 +75,47 @@ def ssm_target(parameter: str = PARAMETER) -> dict[str, Any]:
 
 def file_target(path: Path) -> dict[str, Any]:
     return {"type": "file", "path": str(path)}
+
+
+# ---------------------------------------------------------------- reload tests
+
+
+def file_credential(
+    name: str, token_url: str, client_id: str, folder: Path, *targets: str, extra: str = ""
+) -> str:
+    """One ``[[credentials]]`` table as text: the secret from ``SECRET_<NAME>``, ``extra``
+    lines, a file target ``<folder>/<target>.json`` per target."""
+    tables = "".join(
+        f'\n  [[credentials.targets]]\n  type = "file"\n  path = "{folder / t}.json"\n'
+        for t in targets
+    )
+    return (
+        f'[[credentials]]\nname = "{name}"\ntoken_url = "{token_url}"\n'
+        f'client_id = "{client_id}"\nclient_secret_env = "SECRET_{name.upper()}"\n'
+        f"{extra}{tables}\n"
+    )
+
+
+def replace_config(path: Path, text: str, *, top: str = "") -> None:
+    """Write ``text`` after the health server's settings (a free port on 127.0.0.1) and
+    ``top``, atomically, as a ConfigMap update is."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f'metrics_port = 0\nmetrics_address = "127.0.0.1"\n{top}{text}')
+    tmp.replace(path)
+
+
+def probe_vars(path: Path, probe: str, verify_url: str | None, interval: float) -> dict[str, str]:
+    """``ROTATOR_*`` for a daemon publishing to the file ``path`` and probing every
+    ``interval`` s, by ``introspection`` or at ``verify_url``; health on a free port."""
+    env = {
+        "ROTATOR_FILE_PATH": str(path),
+        "ROTATOR_PROBE_INTERVAL_SECONDS": str(interval),
+        "ROTATOR_METRICS_PORT": "0",
+        "ROTATOR_METRICS_ADDRESS": "127.0.0.1",
+    }
+    if probe == "introspection":
+        env["ROTATOR_PROBE"] = "introspection"
+    else:
+        assert verify_url is not None
+        env["ROTATOR_VERIFY_URL"] = verify_url
+    return env

@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -19,7 +19,7 @@ import requests
 
 from rotator.testing import KeycloakStub
 from tests.fixtures.aws import AwsEnv
-from tests.harness.process import Daemon, Result, run_cli
+from tests.harness.process import Daemon, Result, run_cli, wait_until
 
 CLIENT_ID = "oms-client"
 SECRET = f"CLIENTSECRET-MARKER-{secrets.token_hex(12)}"
@@ -114,11 +114,38 @@ class Transcript:
             response = requests.get(base + page, timeout=5)
             self.add(f"{where} GET {page} -> {response.status_code}", response.text)
 
+    def daemons(
+        self,
+        env: Mapping[str, str],
+        out_dir: Path,
+        runs: Sequence[tuple[str, str, str, str]],
+        until: Callable[[list[Daemon]], bool],
+        what: str,
+    ) -> None:
+        """One ``rotator run --config CONFIG --log-format FMT --log-level debug`` per
+        ``(name, config, fmt, where)``, health on a free port; once ``until(daemons)``
+        holds (a 90 s hang detector names ``what``), each one's health pages and output
+        (it must exit 0) go into the transcript as ``where``. Killed whatever happens."""
+        started: list[tuple[Daemon, str]] = []
+        try:
+            for name, config, fmt, where in runs:
+                args = ("--config", config, "--log-format", fmt, "--log-level", "debug")
+                daemon = Daemon(env, out_dir, name=name, args=(*args, "--metrics-port", "0"))
+                started.append((daemon, where))
+            wait_until(lambda: until([d for d, _ in started]), 90, what)
+            for daemon, where in started:
+                self.health(daemon, where)
+                self.daemon(daemon, where)
+        finally:
+            for daemon, _ in started:
+                daemon.kill()
+
     def assert_clean(self, marks: Mapping[str, str]) -> None:
         found = [
             f"{where}: {label}" for where, text in self.outputs for label in leaks(text, marks)
         ]
         assert not found, "secrets or tokens shown:\n" + "\n".join(found)
+        print(f"\n{self.runs} runs, {len(self.outputs)} outputs, {len(marks)} markers, none shown")
 
 
 def toml(
@@ -161,6 +188,20 @@ def all_targets(tag: str, folder: Path) -> str:
 def write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+def daemon_run(
+    token_url: str, folder: Path, tag: str, fmt: str, where: str, **toml_args: str
+) -> tuple[str, str, str, str]:
+    """One ``Transcript.daemons`` run named ``tag``: its configuration (all three targets,
+    health on 127.0.0.1, ``toml_args`` as ``toml`` takes them) written to the folder."""
+    config = toml(
+        token_url,
+        all_targets(tag, folder / tag),
+        top='metrics_host = "127.0.0.1"\n',
+        **toml_args,
+    )
+    return tag, write(folder / f"{tag}.toml", config), fmt, where
 
 
 def published_token(aws: AwsEnv, secret_id: str) -> str:

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import re
+import urllib.error
+import urllib.request
 from typing import Any
 
 import requests
+
+from tests.harness.process import Daemon, wait_for_daemons
+
+HEALTH_PORT = re.compile(r"metrics and health on port (\d+)")
+
+
+def health_port(daemon: Daemon, *, timeout: float = 30.0) -> int:
+    """The port the daemon logged for its health server (``metrics_port = 0``)."""
+    found = lambda: HEALTH_PORT.search(daemon.stderr_text())  # noqa: E731
+    wait_for_daemons("health server", lambda: found() is not None, [daemon], timeout=timeout)
+    match = found()
+    assert match is not None
+    return int(match.group(1))
+
+
+def page(port: int, path: str) -> tuple[int, str]:
+    """Status and text of one page, an HTTP error status included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def health(port: int, path: str) -> tuple[int, dict[str, Any]]:

@@ -7,7 +7,8 @@
 * ``RotatorProcess``: any verb in the background with every log line kept, with its
   arrival time, in memory; ``wait_for(pattern)`` waits for log lines.
 * ``cli(env, *args)``: ``run_cli`` with the arguments in line.
-* ``wait_until(predicate, timeout, what)``: wait for a state, never for a time.
+* ``wait_until(predicate, timeout, what)``: wait for a state, never for a time;
+  ``wait_for_daemons(what, ready, daemons)``: the same while every daemon keeps running.
 """
 
 from __future__ import annotations
@@ -234,6 +235,26 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.05)
+
+
+def wait_for_daemons(
+    what: str,
+    ready: Callable[[], bool],
+    daemons: Sequence[Daemon],
+    *,
+    timeout: float = 30.0,
+    poll: float = 0.05,
+) -> None:
+    """Poll ``ready`` until it holds; fail at once if a daemon exited (with its output),
+    or after ``timeout`` (a hang detector, not a speed requirement) with every log's tail."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        for daemon in daemons:
+            assert daemon.is_running, daemon.stop().describe()
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s\n" + "\n".join(
+            d.stderr_text()[-3000:] for d in daemons
+        )
+        time.sleep(poll)
 
 
 # ---------------------------------------------------------------- log-reading processes

@@ -25,13 +25,13 @@ from tests.harness.cli import (
     peer_env,
     read_sm,
     read_ssm,
-    run_at_a_bad_phase,
+    rotate_three_times,
     token_requests,
     toml_str,
     write_toml,
 )
 from tests.harness.env import rotator_env
-from tests.harness.process import Daemon, cli, wait_until
+from tests.harness.process import Daemon, cli
 
 # ----------------------------------------------------------------------------- oidc-provider
 
@@ -127,36 +127,7 @@ parameter = {toml_str(PARAMETER)}
     env["OMS_CLIENT_SECRET"] = oidc_peer.client_secret
     watcher = ConsumerWatcher(consumer_readers(aws), is_active=oidc_peer.introspect, interval=0.1)
     with Daemon(env, tmp_path, args=("--config", config)) as daemon, watcher:
-        wait_until(
-            lambda: (
-                daemon.assert_running()
-                and token_requests(oidc_peer) >= 4
-                and all(watcher.distinct(t) >= 4 for t in watcher.readers)
-            ),
-            25,
-            "three rotations seen in every target",
-        )
-        watcher.stop()
-        code = daemon.terminate()
-    assert code == 0, daemon.stderr
-    assert watcher.errors == []
-    assert watcher.violations == [], "\n".join(watcher.violations)
+        rotate_three_times(daemon, watcher, lambda: token_requests(oidc_peer))
     assert oidc_peer.stats()["by_grant"]["client_credentials"].keys() == {"ok"}
     assert daemon.stdout == ""
     assert_clean([daemon], [oidc_peer.client_secret, *watcher.seen["ssm"]])
-
-
-@pytest.mark.node
-def test_run_publishes_no_expired_token_whatever_the_phase_oidc(
-    aws: AwsEnv, oidc_peer: OidcPeer, tmp_path: Path
-) -> None:
-    watcher = run_at_a_bad_phase(
-        aws,
-        tmp_path,
-        token_url=oidc_peer.token_url,
-        client_id=oidc_peer.client_id,
-        secret=oidc_peer.client_secret,
-        is_active=oidc_peer.introspect,
-    )
-    # Here the server agrees: introspection says the published token is not active.
-    assert watcher.violations == [], "\n".join(watcher.violations)

@@ -22,11 +22,10 @@ asserted.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,8 +41,12 @@ from tests.fixtures.keycloak import (
 )
 from tests.fixtures.keycloak_admin import KeycloakAdmin
 from tests.fixtures.oms_api import OmsApi
-from tests.fixtures.procs import Daemon, StoreWatcher, cli_env, file_reader, ssm_reader
-from tests.harness.probes import health
+from tests.harness.config import file_credential, probe_vars, replace_config
+from tests.harness.env import rotator_env as cli_env
+from tests.harness.probes import health, health_port
+from tests.harness.process import Daemon, wait_for_daemons
+from tests.harness.replicas import Replicas, store_target, write_figures
+from tests.harness.watch import StoreWatcher, file_reader
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -54,7 +57,6 @@ PROBE_INTERVAL = 1
 # when they detect the revocation (the bound below is on requests, not on time).
 REPLICA_PROBE_INTERVAL = 3
 LIFESPAN = 120  # no planned rotation during a revocation test
-HEALTH_PORT = re.compile(r"metrics and health on port (\d+)")
 WAIT = 40.0  # generous: the machine is loaded; no assertion is on time
 
 
@@ -127,25 +129,11 @@ def logins(admin: KeycloakAdmin, client_id: str = CLIENT) -> int:
 
 
 def wait_for(what: str, ready: Callable[[], bool], daemons: list[Daemon]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not ready():
-        for daemon in daemons:
-            assert daemon.is_running, daemon.stop().describe()
-        assert time.monotonic() < deadline, f"{what}: not within {WAIT:g} s\n" + "\n".join(
-            d.stderr_text()[-3000:] for d in daemons
-        )
-        time.sleep(0.05)
+    wait_for_daemons(what, ready, daemons, timeout=WAIT)
 
 
 def metrics_text(port: int) -> str:
     return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-
-
-def health_port(daemon: Daemon) -> int:
-    wait_for("health server", lambda: bool(HEALTH_PORT.search(daemon.stderr_text())), [daemon])
-    match = HEALTH_PORT.search(daemon.stderr_text())
-    assert match is not None
-    return int(match.group(1))
 
 
 def revoke(admin: KeycloakAdmin, token_issued_at: float) -> float:
@@ -158,28 +146,14 @@ def revoke(admin: KeycloakAdmin, token_issued_at: float) -> float:
 
 
 def report(name: str, factory: pytest.TempPathFactory, figures: dict[str, object]) -> None:
-    text = json.dumps(figures, indent=2)
-    print(f"\nKeycloak revocation report ({name}):\n{text}")
-    (factory.getbasetemp() / f"kc-revocation-{name}.json").write_text(text + "\n")
+    write_figures(factory, f"kc-revocation-{name}", f"Keycloak revocation report ({name})", figures)
 
 
 def daemon_env(
     real_kc: KeycloakServer, path: Path, probe: str, api: OmsApi | None
 ) -> dict[str, str]:
-    env = rotator_env(
-        real_kc,
-        CLIENT,
-        ROTATOR_FILE_PATH=str(path),
-        ROTATOR_PROBE_INTERVAL_SECONDS=str(PROBE_INTERVAL),
-        ROTATOR_METRICS_PORT="0",
-        ROTATOR_METRICS_ADDRESS="127.0.0.1",
-    )
-    if probe == "introspection":
-        env["ROTATOR_PROBE"] = "introspection"
-    else:
-        assert api is not None
-        env["ROTATOR_VERIFY_URL"] = api.url
-    return env
+    verify_url = None if api is None else api.url
+    return rotator_env(real_kc, CLIENT, **probe_vars(path, probe, verify_url, PROBE_INTERVAL))
 
 
 def test_which_admin_action_revokes_a_client_credentials_token(
@@ -242,7 +216,7 @@ def test_a_revoked_keycloak_token_is_replaced_with_one_token_request(
     with OmsApi(real_kc) as api:
         env = daemon_env(real_kc, path, probe, api)
         with Daemon(env, tmp_path / "logs") as daemon, watcher:
-            port = health_port(daemon)
+            port = health_port(daemon, timeout=WAIT)
             wait_for("first token", lambda: len(watcher.distinct_tokens()) == 1, [daemon])
             first = watcher.distinct_tokens()[0]
             issued = float(jwt_parts(first)[1]["iat"])
@@ -299,7 +273,7 @@ def test_the_daemon_backs_off_when_every_new_keycloak_token_is_refused(
     with OmsApi(real_kc) as api:
         env = daemon_env(real_kc, path, probe, api)
         with Daemon(env, tmp_path / "logs") as daemon:
-            port = health_port(daemon)
+            port = health_port(daemon, timeout=WAIT)
             wait_for("ready", lambda: health(port, "/readyz")[0] == 200, [daemon])
             if refuser == "keycloak":  # every token issued from now on is inactive
                 admin.set_client_not_before(CLIENT, int(time.time()) + 3600)
@@ -337,56 +311,37 @@ def test_three_replicas_replace_a_revoked_keycloak_token_with_at_most_two_reques
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     clients(LIFESPAN, CLIENT)
-    parameter = "/kc-revocation/token"
+    target, read = store_target("ssm", aws, "kc-revocation")
     env = rotator_env(
         real_kc,
         CLIENT,
         aws=aws,
-        ROTATOR_SSM_PARAMETER=parameter,
         ROTATOR_PROBE="introspection",
         ROTATOR_PROBE_INTERVAL_SECONDS=str(REPLICA_PROBE_INTERVAL),
+        **target,
     )
-    watcher = StoreWatcher("ssm", ssm_reader(aws, parameter), interval=0.05)
-    daemons: list[Daemon] = []
-    with watcher:
-        try:
-            for i in range(3):
-                daemons.append(Daemon(env, tmp_path / "logs", name=f"replica{i}"))
-            wait_for(
-                "cold start",
-                lambda: all(
-                    re.search(r" (rotated|adopted) credential=", d.stderr_text()) for d in daemons
-                ),
-                daemons,
-            )
-            cold = logins(admin)
-            before = set(watcher.distinct_tokens())
-            revoked_at = revoke(admin, time.time())
+    watcher = StoreWatcher("ssm", read, interval=0.05)
 
-            def replacement() -> float | None:
-                for o in list(watcher.observations):
-                    if o.value and json.loads(o.value)["access_token"] not in before:
-                        return o.at
-                return None
+    def revoke_all() -> tuple[float, Collection[str]]:
+        before = set(watcher.distinct_tokens())
+        return revoke(admin, time.time()), before
 
-            wait_for("replacement", lambda: replacement() is not None, daemons)
-            replaced_at = replacement() or 0.0
-            time.sleep(3 * REPLICA_PROBE_INTERVAL)  # every replica has probed the replacement
-            extra = logins(admin) - cold
-            results = [d.stop() for d in daemons]
-        finally:
-            for daemon in daemons:
-                daemon.kill()
+    with Replicas(env, tmp_path / "logs", watcher, timeout=WAIT) as replicas:
+        # every replica probes the replacement within three intervals
+        round_ = replicas.revocation_round(
+            lambda: logins(admin), revoke_all, settle=3 * REPLICA_PROBE_INTERVAL
+        )
+    results = round_.results
     figures = {
         "replicas": 3,
         "target": "ssm",
-        "cold_start_requests": cold,
-        "extra_requests_for_one_revocation": extra,
-        "revocation_to_replacement_seconds": round(replaced_at - revoked_at, 3),
+        "cold_start_requests": round_.cold_start_requests,
+        "extra_requests_for_one_revocation": round_.extra_requests,
+        "revocation_to_replacement_seconds": round(round_.replaced_at - round_.revoked_at, 3),
     }
     report("replicas-ssm", tmp_path_factory, figures)
     assert [r.returncode for r in results] == [0, 0, 0], [r.describe() for r in results]
-    assert 1 <= extra <= 2, figures
+    assert 1 <= round_.extra_requests <= 2, figures
     assert real_kc.introspect(watcher.distinct_tokens()[-1])["active"] is True
     assert sum("published token revoked" in r.stderr for r in results) >= 1
     verdict = watcher.check(watcher.distinct_tokens())
@@ -397,23 +352,13 @@ RELOAD_CLIENTS = {"a": "oms-client", "b": "oms-regenerate", "c": "oms-refresh"}
 
 
 def credential(real_kc: KeycloakServer, folder: Path, name: str, *targets: str) -> str:
-    tables = "".join(
-        f'\n  [[credentials.targets]]\n  type = "file"\n  path = "{folder / t}.json"\n'
-        for t in targets
-    )
-    return (
-        f'[[credentials]]\nname = "{name}"\ntoken_url = "{real_kc.token_url}"\n'
-        f'client_id = "{RELOAD_CLIENTS[name]}"\nclient_secret_env = "SECRET_{name.upper()}"\n'
-        f'probe = "introspection"\nprobe_interval_seconds = {PROBE_INTERVAL}\n{tables}\n'
-    )
+    probe = f'probe = "introspection"\nprobe_interval_seconds = {PROBE_INTERVAL}\n'
+    client_id = RELOAD_CLIENTS[name]
+    return file_credential(name, real_kc.token_url, client_id, folder, *targets, extra=probe)
 
 
 def write_config(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
-        'metrics_port = 0\nmetrics_address = "127.0.0.1"\nreadiness_margin_seconds = 5\n' + text
-    )
-    tmp.replace(path)  # atomic, as a ConfigMap update is
+    replace_config(path, text, top="readiness_margin_seconds = 5\n")
 
 
 def test_reload_adds_removes_and_changes_keycloak_clients(
@@ -441,7 +386,7 @@ def test_reload_adds_removes_and_changes_keycloak_clients(
         watcher.start()
     try:
         with Daemon(env, tmp_path / "logs") as daemon:
-            port = health_port(daemon)
+            port = health_port(daemon, timeout=WAIT)
             wait_for("ready", lambda: health(port, "/readyz")[0] == 200, [daemon])
             # a gets a second target, b is removed, c is added; by SIGHUP
             write_config(

@@ -35,13 +35,14 @@ from tests.harness.leaks import (
     RecordingStub,
     Transcript,
     all_targets,
+    daemon_run,
     leaks,
     markers,
     published_token,
     toml,
     write,
 )
-from tests.harness.process import Daemon, run_cli, wait_until
+from tests.harness.process import run_cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -88,54 +89,33 @@ def test_successful_commands_show_no_secret_or_token(
 
     # Daemons rotating 2 s tokens with the refresh grant, both auth methods, health on.
     leak_stub.set_access_token_lifespan(2)
-    daemons: list[tuple[Daemon, str]] = []
-    try:
-        for fmt, auth in (("text", "client_secret_post"), ("json", "client_secret_basic")):
-            cfg = write(
-                tmp_path / f"run-{fmt}.toml",
-                toml(
-                    leak_stub.token_url,
-                    all_targets(f"run-{fmt}", tmp_path / f"run-{fmt}"),
-                    auth=auth,
-                    extra=f'verify_url = "{leak_stub.verify_url}"\n',
-                    top='metrics_host = "127.0.0.1"\n',
-                ),
-            )
-            args = ("--config", cfg, "--log-format", fmt, "--log-level", "debug")
-            daemons.append(
-                (
-                    Daemon(
-                        env,
-                        tmp_path / "logs",
-                        name=f"run-{fmt}",
-                        args=(*args, "--metrics-port", "0"),
-                    ),
-                    f"rotator run [{fmt}, {auth}]",
-                )
-            )
-        # every daemon rotated three times (the first token, then refresh grants)
-        wait_until(
-            lambda: (
-                all(d.stderr_text().count("rotated credential=oms") >= 3 for d, _ in daemons)
-                and leak_stub.count(grant_type="refresh_token", outcome="ok") >= 2
-            ),
-            90,
-            "three rotations by each daemon, two of them refresh grants",
+    runs = [
+        daemon_run(
+            leak_stub.token_url,
+            tmp_path,
+            f"run-{fmt}",
+            fmt,
+            f"rotator run [{fmt}, {auth}]",
+            auth=auth,
+            extra=f'verify_url = "{leak_stub.verify_url}"\n',
         )
-        for daemon, where in daemons:
-            transcript.health(daemon, where)
-            transcript.daemon(daemon, where)
-    finally:
-        for daemon, _ in daemons:
-            daemon.kill()
+        for fmt, auth in (("text", "client_secret_post"), ("json", "client_secret_basic"))
+    ]
+    # every daemon rotated three times (the first token, then refresh grants)
+    transcript.daemons(
+        env,
+        tmp_path / "logs",
+        runs,
+        lambda daemons: (
+            all(d.stderr_text().count("rotated credential=oms") >= 3 for d in daemons)
+            and leak_stub.count(grant_type="refresh_token", outcome="ok") >= 2
+        ),
+        "three rotations by each daemon, two of them refresh grants",
+    )
     assert leak_stub.count(grant_type="refresh_token", outcome="ok") >= 2, "no refresh grant ran"
     assert leak_stub.refresh_tokens, "the leak_stub issued no refresh token"
 
     transcript.assert_clean(markers(leak_stub))
-    print(
-        f"\n{transcript.runs} runs, {len(transcript.outputs)} outputs, "
-        f"{len(markers(leak_stub))} markers, none shown"
-    )
 
 
 # ---------------------------------------------------------------- the CLI, failing paths
@@ -180,44 +160,27 @@ def test_failing_commands_show_no_secret_or_token(
     # A daemon facing nonsense keeps going; its health pages name the error, no secret.
     leak_stub.enqueue(*NONSENSE_BODIES[2], times=1000)
     injected_before = leak_stub.count(outcome="injected")
-    daemons: list[tuple[Daemon, str]] = []
-    try:
-        for fmt in FORMATS:
-            health_cfg = write(
-                tmp_path / f"health-{fmt}.toml",
-                toml(
-                    leak_stub.token_url,
-                    all_targets(f"health-{fmt}", tmp_path / f"h-{fmt}"),
-                    top='metrics_host = "127.0.0.1"\n',
-                ),
-            )
-            args = ("--config", health_cfg, "--log-format", fmt, "--log-level", "debug")
-            daemons.append(
-                (
-                    Daemon(
-                        env,
-                        tmp_path / "logs",
-                        name=f"bad-{fmt}",
-                        args=(*args, "--metrics-port", "0"),
-                    ),
-                    f"rotator run, nonsense answers [{fmt}]",
-                )
-            )
-        # every daemon reached the nonsense endpoint and failed on its answer
-        wait_until(
-            lambda: (
-                all("rotation failed credential=oms" in d.stderr_text() for d, _ in daemons)
-                and leak_stub.count(outcome="injected") >= injected_before + len(daemons)
-            ),
-            90,
-            "each daemon to have been answered nonsense",
+    runs = [
+        daemon_run(
+            leak_stub.token_url,
+            tmp_path,
+            f"health-{fmt}",
+            fmt,
+            f"rotator run, nonsense answers [{fmt}]",
         )
-        for daemon, where in daemons:
-            transcript.health(daemon, where)
-            transcript.daemon(daemon, where)
-    finally:
-        for daemon, _ in daemons:
-            daemon.kill()
+        for fmt in FORMATS
+    ]
+    # every daemon reached the nonsense endpoint and failed on its answer
+    transcript.daemons(
+        env,
+        tmp_path / "logs",
+        runs,
+        lambda daemons: (
+            all("rotation failed credential=oms" in d.stderr_text() for d in daemons)
+            and leak_stub.count(outcome="injected") >= injected_before + len(daemons)
+        ),
+        "each daemon to have been answered nonsense",
+    )
     leak_stub.clear_enqueued()
 
     # AWS refuses: AccessDenied names the action, and shows no token.
@@ -278,10 +241,6 @@ def test_failing_commands_show_no_secret_or_token(
         transcript.both(["once", "--force"], {**env_base, **extra}, expect=2)
 
     transcript.assert_clean(markers(leak_stub))
-    print(
-        f"\n{transcript.runs} runs, {len(transcript.outputs)} outputs, "
-        f"{len(markers(leak_stub))} markers, none shown"
-    )
 
 
 # ---------------------------------------------------------------- the command line

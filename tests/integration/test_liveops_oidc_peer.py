@@ -14,6 +14,7 @@ import requests
 
 from tests.fixtures.oidc import OidcPeer
 from tests.fixtures.procs import Daemon, StoreWatcher, cli_env, file_reader
+from tests.harness.process import wait_for_daemons
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,11 +43,7 @@ def test_introspection_probe_replaces_a_token_revoked_at_the_server(
     watcher = StoreWatcher("file", file_reader(path), interval=0.02)
 
     def wait_for(what: str, ready: Callable[[], bool], daemon: Daemon) -> None:
-        deadline = time.monotonic() + WAIT
-        while not ready():
-            assert daemon.is_running, daemon.stop().describe()
-            assert time.monotonic() < deadline, f"{what}\n{daemon.stderr_text()[-3000:]}"
-            time.sleep(0.05)
+        wait_for_daemons(what, ready, [daemon], timeout=WAIT)
 
     with Daemon(env, tmp_path / "logs") as daemon, watcher:
         wait_for("first token", lambda: len(watcher.distinct_tokens()) == 1, daemon)

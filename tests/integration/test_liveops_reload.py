@@ -13,8 +13,6 @@ import json
 import re
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,11 +20,13 @@ import pytest
 
 from rotator.testing import KeycloakStub
 from tests.fixtures.procs import Daemon, StoreWatcher, cli_env, file_reader, run_cli
+from tests.harness.config import file_credential, replace_config
+from tests.harness.probes import health_port, page
+from tests.harness.process import wait_for_daemons
 
 pytestmark = pytest.mark.timeout(120)
 
 CLIENTS = {"client-a": "secret-a", "client-b": "secret-b", "client-c": "secret-c"}
-HEALTH_PORT = re.compile(r"metrics and health on port (\d+)")
 WAIT = 30.0
 
 
@@ -37,21 +37,11 @@ def stub() -> Iterator[KeycloakStub]:
 
 
 def credential(stub: KeycloakStub, folder: Path, name: str, *targets: str, extra: str = "") -> str:
-    tables = "".join(
-        f'\n  [[credentials.targets]]\n  type = "file"\n  path = "{folder / t}.json"\n'
-        for t in targets
-    )
-    return (
-        f'[[credentials]]\nname = "{name}"\ntoken_url = "{stub.token_url}"\n'
-        f'client_id = "client-{name}"\nclient_secret_env = "SECRET_{name.upper()}"\n'
-        f"{extra}{tables}\n"
-    )
+    return file_credential(name, stub.token_url, f"client-{name}", folder, *targets, extra=extra)
 
 
 def write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text('metrics_port = 0\nmetrics_address = "127.0.0.1"\n' + text)
-    tmp.replace(path)  # atomic, as a ConfigMap update is
+    replace_config(path, text)
 
 
 def requests_of(stub: KeycloakStub, client: str) -> int:
@@ -59,21 +49,7 @@ def requests_of(stub: KeycloakStub, client: str) -> int:
 
 
 def wait_for(what: str, ready: Callable[[], bool], daemon: Daemon) -> None:
-    deadline = time.monotonic() + WAIT
-    while not ready():
-        assert daemon.is_running, daemon.stop().describe()
-        assert time.monotonic() < deadline, (
-            f"{what}: not within {WAIT:g} s\n" + (daemon.stderr_text()[-3000:])
-        )
-        time.sleep(0.02)
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+    wait_for_daemons(what, ready, [daemon], timeout=WAIT, poll=0.02)
 
 
 def test_reload_adds_removes_and_changes_credentials(stub: KeycloakStub, tmp_path: Path) -> None:
@@ -90,11 +66,8 @@ def test_reload_adds_removes_and_changes_credentials(stub: KeycloakStub, tmp_pat
         watcher.start()
     try:
         with Daemon(env, tmp_path / "logs") as daemon:
-            wait_for("port", lambda: bool(HEALTH_PORT.search(daemon.stderr_text())), daemon)
-            match = HEALTH_PORT.search(daemon.stderr_text())
-            assert match is not None
-            port = int(match.group(1))
-            wait_for("ready", lambda: http_get(port, "/readyz")[0] == 200, daemon)
+            port = health_port(daemon, timeout=WAIT)
+            wait_for("ready", lambda: page(port, "/readyz")[0] == 200, daemon)
             b_token = (tmp_path / "b1.json").read_text()
 
             # 1. by a change of the file (as a ConfigMap volume update does): a gets a
@@ -105,8 +78,8 @@ def test_reload_adds_removes_and_changes_credentials(stub: KeycloakStub, tmp_pat
             )
             wait_for("c published", lambda: watchers["c1"].distinct_values == 1, daemon)
             wait_for("a copied", lambda: watchers["a2"].distinct_values == 1, daemon)
-            ready, body = http_get(port, "/readyz")
-            _, metrics = http_get(port, "/metrics")
+            ready, body = page(port, "/readyz")
+            _, metrics = page(port, "/metrics")
             status = run_cli(["status", "--json"], env)
 
             # 2. an invalid configuration, by SIGHUP: refused, nothing changes
@@ -119,7 +92,7 @@ def test_reload_adds_removes_and_changes_credentials(stub: KeycloakStub, tmp_pat
                 lambda: daemon.stderr_text().count("reload refused") >= 2,
                 daemon,
             )
-            _, after_refusal = http_get(port, "/readyz")
+            _, after_refusal = page(port, "/readyz")
             requests_after = len(stub.requests())
             result = daemon.stop()
     finally:

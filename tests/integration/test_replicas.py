@@ -19,29 +19,27 @@ replica missing a newer token: that is checked in order from the daemons' logs.
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rotator.testing import KeycloakStub
 from tests.fixtures.aws import AwsEnv
-from tests.fixtures.procs import (
-    Daemon,
-    Reader,
-    StoreWatcher,
-    cli_env,
-    file_reader,
-    secretsmanager_reader,
-    ssm_reader,
-)
+from tests.harness.env import rotator_env
 from tests.harness.factories import StubFactory
+from tests.harness.replicas import (
+    STEP,
+    Replicas,
+    daemon_actions,
+    fetch_figures,
+    store_target,
+    write_figures,
+)
+from tests.harness.watch import StoreWatcher
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,12 +64,8 @@ PERIOD_GAP = 0.6
 STEADY_FETCHES_BOUND = {"secretsmanager": 2.75, "file": 2.75, "ssm": 2.9}
 CLIENT_ID = "oms-client"
 CLIENT_SECRET = "replicas-client-secret"
-SECRET_ID = "replicas/token"
-PARAMETER = "/replicas/token"
-# The daemon's line per run, and the rotator's line per store write.
-STEP = re.compile(r" (rotated|adopted|published) credential=\S+ expires_at=")
-WRITE = re.compile(r" (published|kept newer token) credential=\S+ target=")
-# The same lines, with their log time, the token's expiry and the next planned run.
+# The daemon's line per run and per publish (``replicas.STEP``, ``replicas.WRITE``), with
+# their log time, the token's expiry and the next planned run.
 RUN = re.compile(r"^(\S+) .* (rotated|adopted) credential=\S+ expires_at=(\S+) next_run=(\S+)")
 PUBLISH = re.compile(r"^(\S+) .* published credential=\S+ target=\S+ expires_at=(\S+)")
 
@@ -79,41 +73,6 @@ PUBLISH = re.compile(r"^(\S+) .* published credential=\S+ target=\S+ expires_at=
 @pytest.fixture
 def stub(make_stub: StubFactory) -> KeycloakStub:
     return make_stub(clients={CLIENT_ID: CLIENT_SECRET}, access_token_lifespan=LIFESPAN)
-
-
-def periods(times: list[float], gap: float) -> list[list[float]]:
-    """Group request times into refresh periods: a gap longer than `gap` starts one."""
-    groups: list[list[float]] = []
-    for t in sorted(times):
-        if groups and t - groups[-1][-1] <= gap:
-            groups[-1].append(t)
-        else:
-            groups.append([t])
-    return groups
-
-
-def duplicate_fetch_figures(stub: KeycloakStub) -> dict[str, Any]:
-    requests = stub.requests()
-    ok = [r.time for r in requests if r.outcome == "ok"]
-    groups = periods(ok, gap=PERIOD_GAP)
-    steady = groups[1:]
-    steady_fetches = sum(len(g) for g in steady)
-    return {
-        "token_requests": len(requests),
-        "tokens_issued": len(ok),
-        "refresh_periods": len(groups),
-        "cold_start_fetches": len(groups[0]) if groups else 0,
-        "steady_periods": len(steady),
-        "steady_fetches": steady_fetches,
-        "fetches_per_period": round(len(ok) / len(groups), 3) if groups else None,
-        "steady_fetches_per_period": round(steady_fetches / len(steady), 3) if steady else None,
-        "duplicate_fetch_rate": round((len(ok) - len(groups)) / len(groups), 3) if groups else None,
-        "steady_duplicate_fetch_rate": round((steady_fetches - len(steady)) / len(steady), 3)
-        if steady
-        else None,
-        "fetches_per_steady_period": [len(g) for g in steady],
-        "spread_ms_of_duplicates": [round((g[-1] - g[0]) * 1000) for g in steady if len(g) > 1],
-    }
 
 
 def instant(text: str) -> float:
@@ -147,22 +106,6 @@ def fetched_despite_a_newer_publish(logs: dict[str, str]) -> list[str]:
     return wrong
 
 
-def target_env(kind: str, aws: AwsEnv, tmp_path: Path) -> tuple[dict[str, str], Reader]:
-    if kind == "secretsmanager":
-        return (
-            {
-                "ROTATOR_SECRETSMANAGER_SECRET_ID": SECRET_ID,
-                "ROTATOR_SECRETSMANAGER_CREATE": "true",
-            },
-            secretsmanager_reader(aws, SECRET_ID),
-        )
-    if kind == "ssm":
-        return {"ROTATOR_SSM_PARAMETER": PARAMETER}, ssm_reader(aws, PARAMETER)
-    path = tmp_path / "shared" / "token.json"
-    path.parent.mkdir()
-    return {"ROTATOR_FILE_PATH": str(path)}, file_reader(path)
-
-
 @pytest.mark.parametrize("kind", ["secretsmanager", "ssm", "file"])
 def test_three_replicas_share_one_target(
     kind: str,
@@ -172,8 +115,8 @@ def test_three_replicas_share_one_target(
     tmp_path_factory: pytest.TempPathFactory,
     record_property: Callable[[str, object], None],
 ) -> None:
-    target, read = target_env(kind, aws, tmp_path)
-    env = cli_env(
+    target, read = store_target(kind, aws, "replicas", tmp_path / "shared" / "token.json")
+    env = rotator_env(
         aws,
         ROTATOR_TOKEN_URL=stub.token_url,
         ROTATOR_CLIENT_ID=CLIENT_ID,
@@ -182,38 +125,21 @@ def test_three_replicas_share_one_target(
         **target,
     )
     watcher = StoreWatcher(kind, read, interval=0.02)
-    daemons: list[Daemon] = []
-    watcher.start()
-    try:
-        for i in range(REPLICAS):
-            daemons.append(Daemon(env, tmp_path / "logs", name=f"replica{i}"))
-        deadline = time.monotonic() + 20
-        while watcher.distinct_values == 0:
-            assert time.monotonic() < deadline, "no replica published within 20 s"
-            time.sleep(0.05)
+    with Replicas(env, tmp_path / "logs", watcher, count=REPLICAS) as replicas:
+        replicas.wait_published(timeout=20)
         observed_from = time.monotonic()
         time.sleep(LIFESPAN * LIFETIMES)
         observed = time.monotonic() - observed_from
-        for daemon in daemons:
-            assert daemon.is_running, daemon.stop().describe()
-        results = [daemon.stop() for daemon in daemons]
-    finally:
-        for daemon in daemons:
-            daemon.kill()
-        watcher.stop()
+        replicas.assert_running()
+        results = replicas.stop()
 
     verdict = watcher.check(stub.issued_tokens(), fresh=True)
-    actions: Counter[str] = Counter()
-    errors: list[str] = []
-    for result in results:
-        for line in result.stderr.splitlines():
-            if match := STEP.search(line):
-                actions[f"step_{match.group(1)}"] += 1
-            if match := WRITE.search(line):
-                actions[f"write_{match.group(1).replace(' ', '_')}"] += 1
-            if " ERROR " in line:
-                errors.append(line)
-    figures = duplicate_fetch_figures(stub)
+    actions, errors = daemon_actions(results)
+    requests = stub.requests()
+    figures = {
+        "token_requests": len(requests),
+        **fetch_figures((r.time for r in requests if r.outcome == "ok"), gap=PERIOD_GAP),
+    }
     report = {
         "target": kind,
         "replicas": REPLICAS,
@@ -227,9 +153,7 @@ def test_three_replicas_share_one_target(
         "daemon_actions": dict(actions),
         "daemon_error_lines": len(errors),
     }
-    text = json.dumps(report, indent=2)
-    print(f"\nreplicas report ({kind}):\n{text}")
-    (tmp_path_factory.getbasetemp() / f"replicas-{kind}.json").write_text(text + "\n")
+    write_figures(tmp_path_factory, f"replicas-{kind}", f"replicas report ({kind})", report)
     record_property("duplicate_fetch_rate", figures["duplicate_fetch_rate"])
     record_property("steady_duplicate_fetch_rate", figures["steady_duplicate_fetch_rate"])
 

@@ -8,16 +8,17 @@ written to ``<pytest basetemp>/sm-versions-<n>.json`` for BENCHMARKS.md.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rotator.testing import KeycloakStub
 from tests.fixtures.aws import AwsEnv
-from tests.fixtures.procs import Daemon, StoreWatcher, cli_env, secretsmanager_reader
+from tests.harness.env import rotator_env
+from tests.harness.factories import StubFactory
+from tests.harness.replicas import Replicas, store_target, write_figures
+from tests.harness.watch import StoreWatcher
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,13 +26,12 @@ LIFESPAN = 3.0
 OBSERVE = 12.0  # four lifetimes
 CLIENT_ID = "oms-client"
 CLIENT_SECRET = "versions-client-secret"
-SECRET_ID = "versions/token"
+SECRET_ID = "versions/token"  # store_target(..., "versions")
 
 
 @pytest.fixture
-def stub() -> Iterator[KeycloakStub]:
-    with KeycloakStub(clients={CLIENT_ID: CLIENT_SECRET}, access_token_lifespan=LIFESPAN) as kc:
-        yield kc
+def stub(make_stub: StubFactory) -> KeycloakStub:
+    return make_stub(clients={CLIENT_ID: CLIENT_SECRET}, access_token_lifespan=LIFESPAN)
 
 
 @pytest.mark.parametrize("replicas", [1, 3])
@@ -42,35 +42,22 @@ def test_versions_per_token_published(
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    env = cli_env(
+    target, read = store_target("secretsmanager", aws_limits, "versions")
+    env = rotator_env(
         aws_limits,
         ROTATOR_TOKEN_URL=stub.token_url,
         ROTATOR_CLIENT_ID=CLIENT_ID,
         ROTATOR_CLIENT_SECRET=CLIENT_SECRET,
         ROTATOR_CREDENTIAL_NAME="shared",
-        ROTATOR_SECRETSMANAGER_SECRET_ID=SECRET_ID,
-        ROTATOR_SECRETSMANAGER_CREATE="true",
+        **target,
         # 3 s tokens: far past the real quota; the proxy counts the versions
         ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY="100000",
     )
-    watcher = StoreWatcher(
-        "secretsmanager", secretsmanager_reader(aws_limits, SECRET_ID), interval=0.02
-    )
-    daemons: list[Daemon] = []
-    watcher.start()
-    try:
-        for i in range(replicas):
-            daemons.append(Daemon(env, tmp_path / "logs", name=f"replica{i}"))
-        deadline = time.monotonic() + 20
-        while watcher.distinct_values == 0:
-            assert time.monotonic() < deadline, "nothing published within 20 s"
-            time.sleep(0.05)
+    watcher = StoreWatcher("secretsmanager", read, interval=0.02)
+    with Replicas(env, tmp_path / "logs", watcher, count=replicas) as fleet:
+        fleet.wait_published(timeout=20)
         time.sleep(OBSERVE)
-        results = [daemon.stop() for daemon in daemons]
-    finally:
-        for daemon in daemons:
-            daemon.kill()
-        watcher.stop()
+        results = fleet.stop()
     verdict = watcher.check(stub.issued_tokens(), fresh=True)
     versions = aws_limits.limits.versions_created(SECRET_ID)
     published = len(verdict.tokens)
@@ -85,9 +72,7 @@ def test_versions_per_token_published(
         "versions_per_token_published": round(versions / published, 3) if published else None,
         "refused": aws_limits.limits.refused(),
     }
-    text = json.dumps(report, indent=2)
-    print(f"\nversions report:\n{text}")
-    (tmp_path_factory.getbasetemp() / f"sm-versions-{replicas}.json").write_text(text + "\n")
+    write_figures(tmp_path_factory, f"sm-versions-{replicas}", "versions report", report)
     assert [r.returncode for r in results] == [0] * replicas, [r.describe() for r in results]
     assert not verdict.problems, "\n".join(verdict.problems[:10])
     assert published >= 3, report
