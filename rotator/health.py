@@ -35,6 +35,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
         self.registry = registry or CollectorRegistry()
+        # Credentials removed by a reload: a job or probe of theirs still running when
+        # they were removed finishes later and must not bring their series back.
+        self._gone: set[str] = set()
         r = self.registry
         self.expiry = Gauge(
             "rotator_token_expiry_timestamp_seconds",
@@ -113,12 +116,15 @@ class Metrics:
 
     def register(self, credential: str) -> None:
         """Create a credential's series up front, so the first retry is visible to rate()."""
+        self._gone.discard(credential)
         self.retries.labels(credential)
         self.rotations.labels(credential, "error")
         self.revocations.labels(credential)
 
     def forget(self, credential: str) -> None:
-        """Remove every series of a credential (removed from the configuration)."""
+        """Remove every series of a credential (removed from the configuration); what
+        its last running job or probe reports afterwards is dropped."""
+        self._gone.add(credential)
         for collector in (
             self.expiry,
             self.next_rotation,
@@ -140,21 +146,31 @@ class Metrics:
                 collector.remove(*labels)
 
     def probe(self, credential: str, outcome: str) -> None:
+        if credential in self._gone:
+            return
         self.probes.labels(credential, outcome).inc()
 
     def revocation(self, credential: str) -> None:
+        if credential in self._gone:
+            return
         self.revocations.labels(credential).inc()
 
     def reload(self, result: str) -> None:
         self.reloads.labels(result).inc()
 
     def token_request(self, credential: str, grant: str, outcome: str) -> None:
+        if credential in self._gone:
+            return
         self.token_requests.labels(credential, grant, outcome).inc()
 
     def publish(self, credential: str, target: str, outcome: str) -> None:
+        if credential in self._gone:
+            return
         self.publishes.labels(credential, target, outcome).inc()
 
     def rotation(self, credential: str, result: str) -> None:
+        if credential in self._gone:
+            return
         self.rotations.labels(credential, result).inc()
         ok = result not in ("error", "internal_error")
         self.healthy.labels(credential).set(1 if ok else 0)
@@ -162,15 +178,23 @@ class Metrics:
             self.last_success.labels(credential).set_to_current_time()
 
     def published(self, credential: str, token: Token) -> None:
+        if credential in self._gone:
+            return
         self.expiry.labels(credential).set(int(token.expires_at.timestamp()))
 
     def scheduled(self, credential: str, at: datetime) -> None:
+        if credential in self._gone:
+            return
         self.next_rotation.labels(credential).set(at.timestamp())
 
     def retry(self, credential: str, error: BaseException) -> None:
+        if credential in self._gone:
+            return
         self.retries.labels(credential).inc()
 
     def secretsmanager_interval(self, credential: str, seconds: float) -> None:
+        if credential in self._gone:
+            return
         self.sm_interval.labels(credential).set(seconds)
 
     def exposition(self) -> bytes:

@@ -169,8 +169,10 @@ def test_three_replicas_share_one_target(
     periods_seen = figures["refresh_periods"]
     steps = [len(STEP.findall(result.stderr)) for result in results]
     # (+1: a replica's first token, fetched at its start, may be refreshed early once,
-    # anywhere from 37.5 % of its lifetime, so that a fleet started together spreads)
-    assert all(periods_seen - 1 <= n <= periods_seen + 1 for n in steps), (steps, report)
+    # anywhere from 37.5 % of its lifetime, so that a fleet started together spreads;
+    # +1 more on a loaded machine: a replica whose run lands just after another's publish
+    # adopts that token, a step without a request, measured 10 steps for 8 periods at load 12)
+    assert all(periods_seen - 1 <= n <= periods_seen + 2 for n in steps), (steps, report)
     # Bounded by the measured steady state (token requests per refresh period after the
     # cold start), with room for a loaded machine: not "fewer than all three".
     assert figures["steady_fetches_per_period"] is not None, report
