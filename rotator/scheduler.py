@@ -22,6 +22,7 @@ otherwise delay every run by the size of the jump).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import logging
 import random
@@ -107,6 +108,9 @@ class Daemon:
         self._scheduler: Any = None
         self._started = threading.Event()
         self._deadlines: dict[str, tuple[str, float]] = {}  # name -> (job id, monotonic)
+        # the same deadlines, earliest first (stale entries dropped as they surface): the
+        # poll loop looks at the earliest only, not at every credential every second
+        self._deadline_heap: list[tuple[float, str, str]] = []  # (monotonic, name, job id)
         self._probes: dict[str, tuple[str, float]] = {}  # name -> (probe job id, monotonic)
         self._running: set[str] = set()
         self._scheduler_now = scheduler_now  # the frame APScheduler fires in
@@ -165,15 +169,18 @@ class Daemon:
         self.shutdown()
 
     def fire_overdue(self, grace: float = 1.0) -> int:
-        """Run now any job whose monotonic deadline passed `grace` seconds ago."""
+        """Run now any job whose monotonic deadline passed `grace` seconds ago (each job is
+        looked at once, when its deadline has passed: nothing else is walked)."""
         from apscheduler.jobstores.base import JobLookupError
 
         now = time.monotonic()
-        overdue = [
-            (name, job_id)
-            for name, (job_id, deadline) in list(self._deadlines.items())
-            if now > deadline + grace
-        ]
+        overdue = []
+        with self._lock:
+            heap = self._deadline_heap
+            while heap and now > heap[0][0] + grace:
+                deadline, name, job_id = heapq.heappop(heap)
+                if self._deadlines.get(name) == (job_id, deadline):  # not run nor replaced
+                    overdue.append((name, job_id))
         if not overdue:
             return 0
         # Only a job still in the job store can be held back by the wall clock; one that
@@ -337,7 +344,9 @@ class Daemon:
         self._observer.scheduled(rotator.name, at)
         delay = max((at - self._clock.now()).total_seconds(), MIN_GAP_SECONDS)
         job_id = f"{rotator.name}#{next(self._seq)}"
-        self._deadlines[rotator.name] = (job_id, time.monotonic() + delay)
+        deadline = time.monotonic() + delay
+        self._deadlines[rotator.name] = (job_id, deadline)
+        heapq.heappush(self._deadline_heap, (deadline, rotator.name, job_id))
         self._scheduler.add_job(
             self._run,
             trigger="date",

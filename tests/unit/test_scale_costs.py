@@ -1,13 +1,15 @@
 """Costs that must not grow with the number of credentials (found by the 5,000-credential
-benchmark, ``tests/bench/bench_scale.py``, as quadratic start-ups): a step, the seeding of
-start-up readings and the write-rate advice look one credential up, never scan them all;
-batch reads keep several calls in flight."""
+benchmark, ``tests/bench/bench_scale.py``: quadratic start-ups, idle CPU): a step, the
+seeding of start-up readings and the write-rate advice look one credential up, never scan
+them all; the poll loop looks at the earliest deadline only; batch reads keep several
+calls in flight."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -106,6 +108,42 @@ def test_a_step_does_not_walk_every_chain(clock: FakeClock) -> None:
     daemon._scheduler = scheduler
     daemon._run(rotators[3])
     assert len(scheduler.jobs) == 200
+
+
+class CountingDict(dict[str, Any]):
+    walks = 0
+
+    def items(self) -> Any:
+        type(self).walks += 1
+        return super().items()
+
+    def __iter__(self) -> Iterator[str]:
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_the_poll_loop_does_not_walk_every_deadline(clock: FakeClock) -> None:
+    rotators = [
+        CredentialRotator(
+            f"c{k}", fetcher=FakeFetcher(clock), stores=[MemoryStore(f"m{k}")], clock=clock
+        )
+        for k in range(500)
+    ]
+    daemon = Daemon(
+        rotators,
+        clock=clock,
+        backoff=Backoff(initial=1.0, cap=30.0, jitter=0.0),
+        observer=NullObserver(),
+        scheduler_now=clock.now,
+    )
+    daemon._scheduler = FakeScheduler()
+    for rotator in rotators:
+        daemon._schedule(rotator, clock.now() + timedelta(hours=1))
+    daemon._deadlines = CountingDict(daemon._deadlines)
+    CountingDict.walks = 0
+    for _ in range(10):  # ten idle seconds of the poll loop
+        assert daemon.fire_overdue() == 0
+    assert CountingDict.walks == 0
 
 
 def _cred(k: int) -> dict[str, Any]:
