@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import inspect
 import itertools
 import logging
 import random
@@ -415,6 +416,13 @@ class Daemon:
 
     def _backoff_of(self, rotator: CredentialRotator) -> Backoff:
         return self._backoffs.get(rotator.name) or Backoff(initial=1.0, cap=30.0, jitter=1.0)
+
+
+# APScheduler checks a job's callable against its arguments on every add_job, with
+# inspect.signature: ~75 us for a bound method, ~20 us once the function carries its
+# signature. Two jobs per credential at start-up: ~0.5 s of CPU at 5,000 credentials.
+for _job in (Daemon._run, Daemon._probe):
+    _job.__signature__ = inspect.signature(_job)  # type: ignore[attr-defined]
 
 
 def _notify(observer: object, event: str, *args: object) -> None:

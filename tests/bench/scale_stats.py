@@ -37,6 +37,13 @@ _STEP = re.compile(
 _FAILED = re.compile(r"^rotation failed credential=(\S+) .* retry_in=([0-9.]+)s$")
 
 
+# AWS's rates (calls/s, per account and region) and rotator's default pacers.
+AWS_WRITES, AWS_READS = 3.0, 40.0
+PACER_WRITES, PACER_READS = 2.0, 30.0
+# Where a planned refresh falls in a token's life (Schedule: 75 % minus up to 5 % jitter).
+REFRESH_AT = 0.725
+
+
 def _instant(text: str) -> float:
     """Unix time of a log timestamp or ``next_run`` value (UTC, ``Z`` optional)."""
     return datetime.fromisoformat(text.rstrip("Z") + "+00:00").timestamp()
@@ -142,6 +149,7 @@ class ScaleResult:
     startup_other_calls: int  # GetParameter, PutParameter
     startup_adopted: int
     startup_s: float
+    startup_cpu_s: float  # the daemon's CPU time (every thread) when it had adopted all
     # footprint
     rss_peak_mib: float
     idle_window_s: float
@@ -196,7 +204,8 @@ class ScaleResult:
             ),
             Figure(
                 f"start-up adopting {n:,} fresh tokens: time",
-                f"{_n(self.startup_s, 1)} s from launch to the last adoption",
+                f"{_n(self.startup_s, 1)} s from launch to the last adoption "
+                f"({_n(self.startup_cpu_s, 1)} s of the daemon's CPU)",
                 "<= 10 s",
                 self.startup_complete and self.startup_s <= 10,
             ),
@@ -251,11 +260,48 @@ class ScaleResult:
             f"pacers are set to {r['pacer_write']:g} writes "
             f"(`ROTATOR_SSM_WRITES_PER_SECOND`) and {r['pacer_read']:g} reads "
             "(`ROTATOR_SSM_READS_PER_SECOND`).",
+            "",
+            *self._rates_explained(),
         ]
         if self.moto_note:
             lines += ["", self.moto_note]
         lines += [f"\n{note}" for note in self.notes]
         return "\n".join(lines) + "\n"
+
+    def _rates_explained(self) -> list[str]:
+        """Which figures hold at AWS's default rates, which needed scaled ones, and what a
+        real account needs for this many credentials."""
+        r = self.rates
+        wx = r["pacer_write"] / PACER_WRITES
+        rx = r["pacer_read"] / PACER_READS
+        interval = self.lifespan_s * REFRESH_AT
+        needed = self.credentials / interval  # steady PutParameter/s for this many tokens
+        per_region = PACER_WRITES * interval
+        longest = self.credentials / PACER_WRITES / REFRESH_AT
+        reads_default = math.ceil(self.credentials / 10) / PACER_READS
+        return [
+            f"- **Scaled, writes (x{wx:g}):** AWS answers about {AWS_WRITES:g} PutParameter/s "
+            f"per account and region (rotator's pacer: {PACER_WRITES:g}/s). "
+            f"{self.credentials:,} tokens of {self.lifespan_s:g} s need ~{needed:.0f}/s, so "
+            "the expired-token, throttling and lag figures were measured with writes scaled "
+            f"to {r['proxy_write']:g}/s at the proxy and {r['pacer_write']:g}/s in the pacer. "
+            f"At the default pace one region sustains ~{per_region:,.0f} such tokens; a real "
+            f"account with {self.credentials:,} needs tokens living >= {longest:,.0f} s "
+            f"(~{longest / 60:.0f} min) at the default pace, or the credentials spread over "
+            f">= {math.ceil(self.credentials / per_region)} regions or accounts, or a raised "
+            "PutParameter quota (SSM's higher-throughput setting covers PutParameter, AWS "
+            "publishes no figure for it) with `ROTATOR_SSM_WRITES_PER_SECOND` raised to match.",
+            f"- **Scaled, reads (x{rx:g}):** AWS's default is {AWS_READS:g} GetParameter(s)/s "
+            f"(rotator's pacer: {PACER_READS:g}/s): the start-up's "
+            f"{math.ceil(self.credentials / 10)} GetParameters take >= "
+            f"{reads_default:.1f} s at the default pace, so the start-up time was measured "
+            f"with reads at {r['proxy_read']:g}/s (proxy) and {r['pacer_read']:g}/s (pacer). "
+            "A real account needs SSM's higher-throughput setting (GetParameter and "
+            "GetParameters shared, up to 3,000/s; charged) and `ROTATOR_SSM_READS_PER_SECOND` "
+            "raised to match.",
+            "- **At any rate:** the start-up's call count, calls per rotation, peak RSS and "
+            "idle CPU do not depend on the rates.",
+        ]
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = asdict(self)

@@ -80,6 +80,7 @@ def _result() -> ScaleResult:
         startup_other_calls=0,
         startup_adopted=5000,
         startup_s=9.5,
+        startup_cpu_s=6.0,
         rss_peak_mib=120.0,
         idle_window_s=40.0,
         idle_cpu_s=0.08,
@@ -99,6 +100,7 @@ def test_result_renders_one_row_per_bound() -> None:
     assert all(row.endswith("| yes |") for row in rows[1:]), rows
     assert "5,000 SSM credentials" in text
     assert "0.200 % of a core" in text  # 80 ms over 40 s
+    assert "9.5 s from launch to the last adoption (6.0 s of the daemon's CPU)" in text
     assert result.all_met
     data = result.to_json()
     assert data["all_met"] is True

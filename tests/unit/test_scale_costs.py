@@ -203,3 +203,16 @@ def test_a_failed_batch_call_raises_after_the_others() -> None:
     assert sorted(done) == [0, 10, 30, 40, 50]
     assert batch.in_chunks(call, [1, 2], 10) == [1]  # one chunk: no pool
     assert batch.in_chunks(call, [], 10) == []
+
+
+def test_job_callables_carry_a_signature_apscheduler_accepts(clock: FakeClock) -> None:
+    from apscheduler.util import check_callable_args
+
+    daemon = Daemon(
+        [], clock=clock, backoff=Backoff(), observer=NullObserver(), scheduler_now=clock.now
+    )
+    for job in (daemon._run, daemon._probe):
+        assert "__signature__" in vars(job.__func__)  # computed once, not per add_job
+        check_callable_args(job, ("rotator",), {})  # one argument: accepted
+        with pytest.raises(ValueError, match="arguments"):
+            check_callable_args(job, (), {})
