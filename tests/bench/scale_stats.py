@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from typing import Any
 
 __all__ = [
     "Figure",
@@ -233,7 +234,7 @@ class ScaleResult:
         load = ", ".join(f"{x:.1f}" for x in self.load_average)
         before = ", ".join(f"{x:.1f}" for x in self.load_before)
         lines = [
-            f"## {self.credentials:,} SSM credentials, one daemon (issue 9)",
+            f"## 8. {self.credentials:,} SSM credentials, one daemon (issue 9)",
             "",
             f"Measured {self.date} UTC by `python -m tests.bench.bench_scale "
             f"{self.credentials}` at **{self.credentials:,} credentials**; load average "
@@ -302,6 +303,16 @@ class ScaleResult:
             "- **At any rate:** the start-up's call count, calls per rotation, peak RSS and "
             "idle CPU do not depend on the rates.",
         ]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ScaleResult:
+        """The result ``to_json`` dumped (its derived keys ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("load_average", "load_before", "notes"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = asdict(self)

@@ -4,6 +4,7 @@ percentile is nearest-rank, and the result renders one table row per bound."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -98,7 +99,7 @@ def test_result_renders_one_row_per_bound() -> None:
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + 7  # the header and seven figures
     assert all(row.endswith("| yes |") for row in rows[1:]), rows
-    assert "5,000 SSM credentials" in text
+    assert "## 8. 5,000 SSM credentials" in text
     assert "0.200 % of a core" in text  # 80 ms over 40 s
     assert "9.5 s from launch to the last adoption (6.0 s of the daemon's CPU)" in text
     assert result.all_met
@@ -108,6 +109,9 @@ def test_result_renders_one_row_per_bound() -> None:
     figures = data["figures"]
     assert isinstance(figures, list)
     assert len(figures) == 7
+    again = ScaleResult.from_json(json.loads(json.dumps(data)))
+    assert again == result
+    assert again.markdown() == text
 
 
 @pytest.mark.parametrize(
