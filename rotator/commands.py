@@ -308,7 +308,7 @@ def run(
         max_workers=settings.workers,
         job_deadlines={cred.name: job_deadline(cred) for cred in settings.credentials},
         probe_intervals={cred.name: probe_interval(cred) for cred in settings.credentials},
-        advise=lambda name, token: _advise_current(app, name, token),
+        advise=_CurrentAdvice(app),
     )
     register = getattr(app.observer, "register", None)
     forget = getattr(app.observer, "forget", None)
@@ -361,12 +361,23 @@ def run(
     return EXIT_OK
 
 
-def _advise_current(app: App, name: str, token: Token) -> str | None:
-    """Advice for a credential of the running configuration (a reload may have removed it)."""
-    for credential in app.settings.credentials:
-        if credential.name == name:
-            return _advise(app, credential, token)
-    return None
+class _CurrentAdvice:
+    """Advice for a credential of the running configuration (a reload may have removed it),
+    found by name: every credential's first step asks, and a scan of the configuration
+    there made a start-up with 5,000 credentials quadratic."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._index: tuple[object, dict[str, Credential]] = (None, {})
+
+    def __call__(self, name: str, token: Token) -> str | None:
+        credentials = self._app.settings.credentials
+        of, by_name = self._index
+        if of is not credentials:  # a reload replaced them: index them again (one swap)
+            by_name = {credential.name: credential for credential in credentials}
+            self._index = (credentials, by_name)
+        credential = by_name.get(name)
+        return None if credential is None else _advise(self._app, credential, token)
 
 
 def _advise(app: App, credential: Credential, token: Token) -> str | None:

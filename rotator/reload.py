@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,22 +71,52 @@ def plan(old: Settings, new: Settings) -> Plan:
 
 class FileWatch:
     """Whether a file's content changed since the last look (a hash, not the mtime:
-    a ConfigMap update swaps a symlink, and an editor may keep the mtime)."""
+    a ConfigMap update swaps a symlink, and an editor may keep the mtime).
 
-    def __init__(self, path: Path | None) -> None:
+    The file is read and hashed only when its ``stat`` (device, inode, size, mtime, ctime;
+    symlinks followed) differs from the one taken at the last hash, or when that last
+    change is less than ``settle`` seconds old (two writes within one timestamp tick
+    could share a stat): a daemon with 5,000 credentials otherwise hashed its 1.3 MB
+    configuration every second, most of its idle CPU."""
+
+    def __init__(
+        self, path: Path | None, *, settle: float = 2.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self._path = path
+        self._settle = settle
+        self._clock = clock
+        self._stamp: tuple[int, int, int, int, int] | None = None
         self._digest = self._read()
+
+    def _stat(self) -> tuple[int, int, int, int, int] | None:
+        if self._path is None:
+            return None
+        try:
+            st = self._path.stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _read(self) -> str | None:
         if self._path is None:
             return None
+        stamp = self._stat()  # before the read: a write in between shows next time
         try:
-            return hashlib.sha256(self._path.read_bytes()).hexdigest()
+            digest = hashlib.sha256(self._path.read_bytes()).hexdigest()
         except OSError:
             return None  # missing for a moment during an update: look again next poll
+        self._stamp = stamp
+        return digest
+
+    def _untouched(self) -> bool:
+        stamp = self._stat()
+        if stamp is None or stamp != self._stamp:
+            return False
+        last_change = max(stamp[3], stamp[4]) / 1e9
+        return self._clock() - last_change > self._settle
 
     def changed(self) -> bool:
-        if self._path is None:
+        if self._path is None or self._untouched():
             return False
         digest = self._read()
         if digest is None or digest == self._digest:

@@ -181,8 +181,9 @@ class CredentialRotator:
     def seed(self, readings: Mapping[str, Reading]) -> None:
         """Readings of this rotator's targets taken moments ago in a batch: the next step
         uses them instead of reading those targets again."""
-        names = {store.name for store in self.stores}
-        self._seeded = {name: r for name, r in readings.items() if name in names}
+        # by this rotator's stores, not by all the readings: the daemon seeds every rotator
+        # from one batch, and a scan of it per rotator is quadratic in the credentials
+        self._seeded = {s.name: readings[s.name] for s in self.stores if s.name in readings}
 
     def would_hold(self, store: str, token: Token) -> Held | None:
         """Whether a write of ``token`` to ``store`` would be held back now (for `check`)."""

@@ -10,8 +10,9 @@ and left out: each store then reads itself as before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rotator.errors import StoreError
 from rotator.stores.base import Reading, TokenStore
@@ -19,9 +20,29 @@ from rotator.stores.base import Reading, TokenStore
 if TYPE_CHECKING:
     from rotator.rotation import CredentialRotator
 
-__all__ = ["read_batched", "seed_batched"]
+__all__ = ["IN_FLIGHT", "in_chunks", "read_batched", "seed_batched"]
 
 log = logging.getLogger("rotator")
+
+# Batch calls in flight at once. One after the other, 500 GetParameters (5,000 targets)
+# take 500 round trips (10-30 ms each on AWS): longer than the pace allows. Each call
+# still waits for its pacer (rotator.pacing), so the rate stays under AWS's.
+IN_FLIGHT = 8
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def in_chunks(
+    call: Callable[[Sequence[_Item]], _Result], items: Sequence[_Item], size: int
+) -> list[_Result]:
+    """``call`` on each run of ``size`` items, up to IN_FLIGHT at once; results in order.
+    The first chunk's exception (in order) is raised once all have finished."""
+    chunks = [items[start : start + size] for start in range(0, len(items), size)]
+    if len(chunks) <= 1:
+        return [call(chunk) for chunk in chunks]
+    with ThreadPoolExecutor(min(IN_FLIGHT, len(chunks)), "rotator-batch") as pool:
+        return list(pool.map(call, chunks))
 
 
 def read_batched(stores: Iterable[TokenStore]) -> dict[str, Reading]:

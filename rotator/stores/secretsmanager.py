@@ -43,6 +43,7 @@ from rotator.errors import (
 )
 from rotator.stores.aws import error_code, map_aws_error
 from rotator.stores.base import PutResult, Reading, decode_reading
+from rotator.stores.batch import in_chunks
 from rotator.token import Token, encode
 
 if TYPE_CHECKING:
@@ -168,14 +169,13 @@ class SecretsManagerStore:
         secret's first "default" version, stale after a staged publish) or any other error
         is left out: that store then reads itself with GetSecretValue(AWSCURRENT)."""
         by_id = {store._secret_id: store for store in stores}
-        ids = list(by_id)
-        readings: dict[str, Reading] = {}
-        for start in range(0, len(ids), _BATCH):
-            chunk = ids[start : start + _BATCH]
+
+        def read(chunk: Sequence[str]) -> dict[str, Reading]:
             try:
-                response = self._client.batch_get_secret_value(SecretIdList=chunk)
+                response = self._client.batch_get_secret_value(SecretIdList=list(chunk))
             except _AWS_ERRORS as exc:
                 raise self._error(exc, _GET_MANY) from exc
+            readings: dict[str, Reading] = {}
             for entry in response.get("SecretValues", []):
                 store = _match(by_id, entry.get("Name"), entry.get("ARN"))
                 if (
@@ -188,6 +188,11 @@ class SecretsManagerStore:
                 store = by_id.get(str(error.get("SecretId", "")))
                 if store is not None and error.get("ErrorCode") == "ResourceNotFoundException":
                     readings[store.name] = Reading()
+            return readings
+
+        readings: dict[str, Reading] = {}
+        for part in in_chunks(read, list(by_id), _BATCH):
+            readings.update(part)
         return readings
 
     def _reading(self, response: Mapping[str, Any]) -> Reading:

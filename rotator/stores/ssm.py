@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rotator.errors import StoreError, StoreUnavailable, StoreValueTooLarge
 from rotator.stores.aws import error_code, map_aws_error
 from rotator.stores.base import PutResult, Reading, decode_reading
+from rotator.stores.batch import in_chunks
 from rotator.token import Token, encode
 
 if TYPE_CHECKING:
@@ -115,16 +116,15 @@ class SsmStore:
         """Read ``stores`` (which share this store's client) with GetParameters, 10 names a
         call; missing parameters read as missing. Keyed by store name."""
         by_name = {store._parameter: store for store in stores}
-        names = list(by_name)
-        readings: dict[str, Reading] = {}
-        for start in range(0, len(names), _BATCH):
-            chunk = names[start : start + _BATCH]
+
+        def read(chunk: Sequence[str]) -> dict[str, Reading]:
             try:
-                response = self._client.get_parameters(Names=chunk, WithDecryption=True)
+                response = self._client.get_parameters(Names=list(chunk), WithDecryption=True)
             except _AWS_ERRORS as exc:
                 raise self._error(exc, _GET_MANY) from exc
             found = {p["Name"]: p for p in response.get("Parameters", []) if "Name" in p}
             missing = set(response.get("InvalidParameters", []))
+            readings: dict[str, Reading] = {}
             for name in chunk:
                 store = by_name[name]
                 if name in found and "Value" in found[name]:
@@ -132,6 +132,11 @@ class SsmStore:
                 elif name in missing:
                     readings[store.name] = Reading(read_at=store._monotonic())
                 # else: not in the answer (cut off): the store reads itself later
+            return readings
+
+        readings: dict[str, Reading] = {}
+        for part in in_chunks(read, list(by_name), _BATCH):
+            readings.update(part)
         return readings
 
     def _reading(self, parameter: Mapping[str, Any]) -> Reading:

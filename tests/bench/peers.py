@@ -62,11 +62,14 @@ def aws_env(endpoint: str) -> dict[str, str]:
 
 
 class MotoProcess:
-    """A moto server in a child process, on a free loopback port."""
+    """A moto server in a child process, on a free loopback port. ``module``: the module
+    run with ``python -m`` (``tests.bench.moto_main`` for moto without its per-request
+    directory listing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: str = "moto.server") -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.module = module
 
     @property
     def endpoint(self) -> str:
@@ -76,10 +79,11 @@ class MotoProcess:
         for _ in range(3):
             self.port = free_port()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=base_env(),
+                cwd=ROOT,
             )
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and self.proc.poll() is None:

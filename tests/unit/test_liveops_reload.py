@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -93,6 +94,33 @@ def test_file_watch_sees_content_changes_only(tmp_path: Path) -> None:
     path.write_text("b")
     assert watch.changed() and not watch.changed()
     assert not FileWatch(None).changed()
+
+
+def test_file_watch_reads_the_file_only_after_its_stat_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rotator.toml"
+    path.write_text("a" * 100)
+    now = [time.time() + 60]  # the file's last change is a minute old
+    watch = FileWatch(path, clock=lambda: now[0])
+    reads: list[Path] = []
+    read_bytes = Path.read_bytes
+
+    def counted(self: Path) -> bytes:
+        reads.append(self)
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    for _ in range(10):  # ten idle polls
+        assert not watch.changed()
+    assert reads == []
+    path.write_text("b" * 101)
+    assert watch.changed()
+    assert len(reads) == 1
+    now[0] = time.time()  # within the settle window of that change: read at every poll
+    assert not watch.changed()
+    assert not watch.changed()
+    assert len(reads) == 3
 
 
 # ---------------------------------------------------------------- the reloader
