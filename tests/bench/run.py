@@ -32,6 +32,7 @@ from tests.bench import (
     bench_oneshot,
     bench_process,
     bench_reader,
+    bench_scale,
     bench_steady,
     report,
     stored,
@@ -110,6 +111,8 @@ BENCHES: tuple[Bench, ...] = (
     Bench("daemon", _daemon, page=3),
     Bench("process", _process, page=6, notes="process.md"),
     Bench("aws_limits", lambda c: Notes("aws_limits.md"), page=7, static=True),
+    # starts its own moto (tests.bench.moto_main) and a 300 s stub process
+    Bench("scale", lambda c: bench_scale.run(quick=c.quick), page=8, notes="scale.md"),
     Bench("method", lambda c: Notes("method.md"), page=99, static=True),
 )
 MEASURED = tuple(b.name for b in BENCHES if not b.static)

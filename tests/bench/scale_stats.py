@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from tests.bench.section import Goal
+
 __all__ = [
     "Figure",
     "ScaleResult",
@@ -223,6 +225,13 @@ class ScaleResult:
                 "<= 0.5 %",
                 self.idle_window_s > 0 and self.idle_cpu_pct <= 0.5,
             ),
+        ]
+
+    def goals(self) -> list[Goal]:
+        """The figures as rows of BENCHMARKS.md's Targets table."""
+        return [
+            Goal(f"{self.credentials:,} SSM credentials: {f.what}", f.bound, f.measured, f.met)
+            for f in self.figures()
         ]
 
     @property

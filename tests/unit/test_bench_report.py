@@ -259,7 +259,15 @@ def test_a_new_bench_is_one_entry_whose_name_selects_it() -> None:
     names = [b.name for b in run.BENCHES]
 
     assert len(names) == len(set(names))
-    assert set(run.MEASURED) == {"oneshot", "calls", "reader", "steady", "daemon", "process"}
+    assert set(run.MEASURED) == {
+        "oneshot",
+        "calls",
+        "reader",
+        "steady",
+        "daemon",
+        "process",
+        "scale",
+    }
     assert len({b.page for b in run.BENCHES}) == len(run.BENCHES)
 
 

@@ -141,3 +141,9 @@ def test_a_figure_past_its_bound_is_not_met(change: dict[str, float], figures: s
     for figure in missed:
         row = next(line for line in text.splitlines() if line.startswith(f"| {figure} |"))
         assert row.endswith("| **NO** |")
+    # the same verdicts reach the Targets table at the top of BENCHMARKS.md
+    goals = result.goals()
+    assert [g.verdict for g in goals] == [
+        "met" if f.met else "**MISSED**" for f in result.figures()
+    ]
+    assert all(g.what.startswith("5,000 SSM credentials: ") for g in goals)
