@@ -70,6 +70,7 @@ class Revocation:
     revoked_at: float
     replaced_at: float
     results: list[Result]
+    revoked: Collection[str]  # the tokens the revocation refused
 
 
 class Replicas:
@@ -160,7 +161,7 @@ class Replicas:
         replaced_at = self.wait_replacement(before)
         time.sleep(settle)
         extra = requests() - cold
-        return Revocation(cold, extra, revoked_at, replaced_at, self.stop())
+        return Revocation(cold, extra, revoked_at, replaced_at, self.stop(), before)
 
 
 def periods(times: Iterable[float], gap: float) -> list[list[float]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +79,15 @@ class Verdict:
     backwards: list[tuple[float, float]] = field(default_factory=list)  # (from, to) epoch s
     expired_reads: int = 0
 
+    def problems_beyond_the_ssm_race(self, *, races: int) -> list[str]:
+        """The problems, less at most ``races`` steps back of ``expires_at``: Parameter
+        Store has no conditional write (``rotator/stores/ssm.py``), so replicas replacing
+        one revoked token at once may leave the one that expires a second or two sooner
+        (still valid) until the next rotation. More steps back than that stay problems."""
+        if len(self.backwards) > races:
+            return self.problems
+        return [p for p in self.problems if "expires_at went backwards" not in p]
+
 
 def parse_instant(text: Any) -> float:
     if not isinstance(text, str) or not INSTANT.match(text):
@@ -108,6 +117,19 @@ class StoreWatcher(Poller):
     def distinct_values(self) -> int:
         """How many different values were read so far (cheap: no parsing)."""
         return len(self._values)
+
+    def revoked_reads_after_replacement(self, revoked: Collection[str]) -> int:
+        """Reads of a token in ``revoked`` after the first read of one that is not."""
+        replaced = False
+        count = 0
+        for obs in list(self.observations):
+            if obs.value is None:
+                continue
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                is_revoked = json.loads(obs.value)["access_token"] in revoked
+                count += replaced and is_revoked
+                replaced = replaced or not is_revoked
+        return count
 
     def distinct_tokens(self) -> list[str]:
         seen: dict[str, None] = {}

@@ -166,7 +166,11 @@ def test_three_replicas_replace_a_revoked_token_with_at_most_two_requests(
     cold = round_.cold_start_requests
     assert at_revocation["revoked"] == at_revocation["issued"] == cold, at_revocation
     assert [r.returncode for r in results] == [0, 0, 0], [r.describe() for r in results]
-    assert not verdict.problems, verdict.problems[:5]
+    # Secrets Manager and the file store never step back; SSM may once (no conditional
+    # write: two replicas racing to replace the revoked token), never to a revoked token
+    races = 1 if kind == "ssm" else 0
+    assert not verdict.problems_beyond_the_ssm_race(races=races), verdict.problems[:5]
+    assert watcher.revoked_reads_after_replacement(round_.revoked) == 0
     assert 1 <= round_.extra_requests <= 2, figures
     assert stub.is_active(last)
     assert sum("published token revoked" in r.stderr for r in results) >= 1
