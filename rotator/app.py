@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rotator.pacing import Pacers
     from rotator.probe import Probe
     from rotator.token import Token
+    from rotator.transport import TokenTransport
 
 SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
 
@@ -193,6 +194,8 @@ class App:
     aws: AwsClients
     observer: Observer
     session: Any = field(default=None, repr=False)
+    # token POSTs; None: a TokenTransport (build() passes an injected session here too)
+    token_session: Any = field(default=None, repr=False)
     env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _secrets: dict[str, SecretProvider] = field(default_factory=dict, repr=False)
@@ -203,6 +206,15 @@ class App:
         if self.session is None:
             self.session = build_session()
         return self.session  # type: ignore[no-any-return]
+
+    def token_http(self) -> TokenTransport | requests.Session:
+        """What token requests go through: urllib3 pools without requests' Session
+        layer (rotator.transport), unless a session was injected."""
+        if self.token_session is None:
+            from rotator.transport import TokenTransport
+
+            self.token_session = TokenTransport()
+        return self.token_session  # type: ignore[no-any-return]
 
     def proxies(self, url: str) -> dict[str, str]:
         """proxies_for(url), once per scheme and host: each lookup walks the whole
@@ -275,7 +287,7 @@ class App:
         client_auth = self.client_auth(credential)
         secret = _no_secret if client_auth else self.secret(credential)
         return TokenClient(
-            self.http(),
+            self.token_http(),
             token_url=credential.token_url,
             client_id=credential.client_id,
             client_secret=secret,
@@ -390,6 +402,7 @@ def build(
         ),
         observer=observer or NullObserver(),
         session=session,
+        token_session=session,
         env=environ,
     )
 

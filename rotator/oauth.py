@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import requests
 
     from rotator.assertion import ClientAuth
+    from rotator.transport import TokenResponse, TokenTransport
 
 MAX_BODY_BYTES = 1 << 20  # a token response is a few KB; cap what we read
 MAX_EXPIRES_IN = 366 * 24 * 3600  # anything longer is not a short-lived token
@@ -282,11 +283,13 @@ def _rejection(
 
 
 class TokenClient:
-    """Gets tokens from one token endpoint for one client."""
+    """Gets tokens from one token endpoint for one client, through `session`: the
+    daemon's ``TokenTransport`` (urllib3 pools, see rotator.transport) or any
+    requests.Session (the transport's errors are requests' exception types)."""
 
     def __init__(
         self,
-        session: requests.Session,
+        session: TokenTransport | requests.Session,
         *,
         token_url: str,
         client_id: str,
@@ -488,7 +491,9 @@ class TokenClient:
             status=status,
         )
 
-    def _read_capped(self, response: requests.Response, where: str, deadline: Deadline) -> bytes:
+    def _read_capped(
+        self, response: TokenResponse | requests.Response, where: str, deadline: Deadline
+    ) -> bytes:
         import requests
 
         chunks: list[bytes] = []
