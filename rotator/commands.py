@@ -308,7 +308,7 @@ def run(
         max_workers=settings.workers,
         job_deadlines={cred.name: job_deadline(cred) for cred in settings.credentials},
         probe_intervals={cred.name: probe_interval(cred) for cred in settings.credentials},
-        advise=lambda name, token: _advise_current(app, name, token),
+        advise=_adviser(app),
     )
     register = getattr(app.observer, "register", None)
     forget = getattr(app.observer, "forget", None)
@@ -361,12 +361,22 @@ def run(
     return EXIT_OK
 
 
-def _advise_current(app: App, name: str, token: Token) -> str | None:
-    """Advice for a credential of the running configuration (a reload may have removed it)."""
-    for credential in app.settings.credentials:
-        if credential.name == name:
-            return _advise(app, credential, token)
-    return None
+def _adviser(app: App) -> Callable[[str, Token], str | None]:
+    """Advice for a credential of the running configuration (a reload may have removed
+    it), found by name in O(1): each credential's first step asks, 1,000 at start-up."""
+    # (the Settings it was built from, name -> credential), replaced whole: no lock
+    cache: list[tuple[object, dict[str, Credential]]] = [(None, {})]
+
+    def advise(name: str, token: Token) -> str | None:
+        settings = app.settings
+        built_from, index = cache[0]
+        if built_from is not settings:
+            index = {c.name: c for c in settings.credentials}
+            cache[0] = (settings, index)
+        credential = index.get(name)
+        return None if credential is None else _advise(app, credential, token)
+
+    return advise
 
 
 def _advise(app: App, credential: Credential, token: Token) -> str | None:

@@ -88,6 +88,8 @@ class Daemon:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.rotators = list(rotators)
+        # name -> rotator of the running configuration: _is_current in O(1), twice a step
+        self._current = {r.name: r for r in self.rotators}
         self.states = {r.name: JobState() for r in self.rotators}
         self.stop_event = stop_event or threading.Event()
         self._clock = clock
@@ -236,6 +238,7 @@ class Daemon:
             for rotator in add:
                 # new containers, never mutated in place: health handlers iterate them
                 self.rotators = [*self.rotators, rotator]
+                self._current = {**self._current, rotator.name: rotator}
                 self.states = {**self.states, rotator.name: JobState()}
                 if self._started.is_set():
                     self._schedule(rotator, now)
@@ -243,6 +246,7 @@ class Daemon:
 
     def _stop_chain(self, name: str) -> None:
         self.rotators = [r for r in self.rotators if r.name != name]
+        self._current = {k: v for k, v in self._current.items() if k != name}
         self.states = {k: v for k, v in self.states.items() if k != name}
         self._backoffs.pop(name, None)
         self._job_deadlines.pop(name, None)
@@ -259,7 +263,7 @@ class Daemon:
             self._scheduler.remove_job(job_id)
 
     def _is_current(self, rotator: CredentialRotator) -> bool:
-        return any(r is rotator for r in self.rotators)
+        return self._current.get(rotator.name) is rotator
 
     # -- the probe
 
