@@ -8,6 +8,7 @@ Parsing is pure (``parse_response``) so it is tested without sockets; the
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import math
 import re
@@ -63,9 +64,12 @@ class Grant:
         )
 
 
+@functools.lru_cache(maxsize=1024)
 def check_http_url(url: str, where: str) -> None:
     """https, or plain http to loopback only, judged on the host the HTTP library will
-    actually connect to; a URL whose host two parsers read differently is refused."""
+    actually connect to; a URL whose host two parsers read differently is refused.
+    A pure function of its arguments, so an accepted URL is remembered (1,000
+    credentials share a few token URLs); a refusal is not (it raises)."""
     try:
         parts = urlsplit(url)
         hostname = (parts.hostname or "").lower()
