@@ -7,6 +7,7 @@ pass their own clock, session or endpoint instead of patching anything.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Mapping
@@ -165,9 +166,28 @@ def tls_verify(ca_bundle: str | None, env: Mapping[str, str]) -> str | bool:
         return ca_bundle
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         if env.get(name):
-            check_ca_bundle(env[name], name)
+            _check_bundle(env[name], name, _identity(env[name]))
             return env[name]
     return True
+
+
+def _identity(path: str) -> tuple[int, ...] | None:
+    """What a CA bundle's readability depends on (None: cannot even stat it)."""
+    try:
+        st = os.stat(path)  # noqa: PTH116 (a Path per credential is the cost avoided here)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_bundle(path: str, where: str, identity: tuple[int, ...] | None) -> None:
+    """check_ca_bundle once per file as it is: 1,000 credentials name the same bundle
+    (an open and a read each, a third of building a rotator). A bundle replaced, gone
+    or re-permissioned has another identity and is checked again; a failure raises and
+    is not remembered."""
+    del identity  # part of the cache key only
+    check_ca_bundle(path, where)
 
 
 def timeouts_of(credential: Credential) -> tuple[float, float]:
