@@ -7,6 +7,7 @@ pass their own clock, session or endpoint instead of patching anything.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from rotator.pacing import Pacers
     from rotator.probe import Probe
     from rotator.token import Token
+    from rotator.transport import TokenTransport
 
 SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
 
@@ -164,9 +166,28 @@ def tls_verify(ca_bundle: str | None, env: Mapping[str, str]) -> str | bool:
         return ca_bundle
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         if env.get(name):
-            check_ca_bundle(env[name], name)
+            _check_bundle(env[name], name, _identity(env[name]))
             return env[name]
     return True
+
+
+def _identity(path: str) -> tuple[int, ...] | None:
+    """What a CA bundle's readability depends on (None: cannot even stat it)."""
+    try:
+        st = os.stat(path)  # noqa: PTH116 (a Path per credential is the cost avoided here)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_bundle(path: str, where: str, identity: tuple[int, ...] | None) -> None:
+    """check_ca_bundle once per file as it is: 1,000 credentials name the same bundle
+    (an open and a read each, a third of building a rotator). A bundle replaced, gone
+    or re-permissioned has another identity and is checked again; a failure raises and
+    is not remembered."""
+    del identity  # part of the cache key only
+    check_ca_bundle(path, where)
 
 
 def timeouts_of(credential: Credential) -> tuple[float, float]:
@@ -193,6 +214,8 @@ class App:
     aws: AwsClients
     observer: Observer
     session: Any = field(default=None, repr=False)
+    # token POSTs; None: a TokenTransport (build() passes an injected session here too)
+    token_session: Any = field(default=None, repr=False)
     env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _secrets: dict[str, SecretProvider] = field(default_factory=dict, repr=False)
@@ -203,6 +226,15 @@ class App:
         if self.session is None:
             self.session = build_session()
         return self.session  # type: ignore[no-any-return]
+
+    def token_http(self) -> TokenTransport | requests.Session:
+        """What token requests go through: urllib3 pools without requests' Session
+        layer (rotator.transport), unless a session was injected."""
+        if self.token_session is None:
+            from rotator.transport import TokenTransport
+
+            self.token_session = TokenTransport()
+        return self.token_session  # type: ignore[no-any-return]
 
     def proxies(self, url: str) -> dict[str, str]:
         """proxies_for(url), once per scheme and host: each lookup walks the whole
@@ -275,7 +307,7 @@ class App:
         client_auth = self.client_auth(credential)
         secret = _no_secret if client_auth else self.secret(credential)
         return TokenClient(
-            self.http(),
+            self.token_http(),
             token_url=credential.token_url,
             client_id=credential.client_id,
             client_secret=secret,
@@ -390,6 +422,7 @@ def build(
         ),
         observer=observer or NullObserver(),
         session=session,
+        token_session=session,
         env=environ,
     )
 

@@ -7,6 +7,7 @@ the HTTP call, its timeouts and its size cap.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     import requests
 
     from rotator.assertion import ClientAuth
+    from rotator.transport import TokenResponse, TokenTransport
 
 # The parsing names keep their old import path (``from rotator.oauth import Grant``).
 __all__ = [
@@ -61,9 +63,12 @@ __all__ = [
 MAX_BODY_BYTES = 1 << 20  # a token response is a few KB; cap what we read
 
 
+@functools.lru_cache(maxsize=1024)
 def check_http_url(url: str, where: str) -> None:
     """https, or plain http to loopback only, judged on the host the HTTP library will
-    actually connect to; a URL whose host two parsers read differently is refused."""
+    actually connect to; a URL whose host two parsers read differently is refused.
+    A pure function of its arguments, so an accepted URL is remembered (1,000
+    credentials share a few token URLs); a refusal is not (it raises)."""
     try:
         parts = urlsplit(url)
         hostname = (parts.hostname or "").lower()
@@ -96,11 +101,13 @@ def encode_form(fields: Mapping[str, str | Sequence[str] | None]) -> bytes:
 
 
 class TokenClient:
-    """Gets tokens from one token endpoint for one client."""
+    """Gets tokens from one token endpoint for one client, through `session`: the
+    daemon's ``TokenTransport`` (urllib3 pools, see rotator.transport) or any
+    requests.Session (the transport's errors are requests' exception types)."""
 
     def __init__(
         self,
-        session: requests.Session,
+        session: TokenTransport | requests.Session,
         *,
         token_url: str,
         client_id: str,
@@ -302,7 +309,9 @@ class TokenClient:
             status=status,
         )
 
-    def _read_capped(self, response: requests.Response, where: str, deadline: Deadline) -> bytes:
+    def _read_capped(
+        self, response: TokenResponse | requests.Response, where: str, deadline: Deadline
+    ) -> bytes:
         import requests
 
         chunks: list[bytes] = []

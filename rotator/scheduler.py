@@ -56,7 +56,7 @@ PROBE_JITTER = 0.2
 
 def _ms(at: datetime) -> str:
     """An instant for logs, to the millisecond (a planned run is not whole seconds)."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 @dataclass

@@ -181,6 +181,10 @@ class TrackingServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver's default listen backlog is 5: a daemon's cold start opens up to 32
+    # connections at once and the excess were refused (ConnectionError, retried). Real
+    # servers (Keycloak's Vert.x, moto's werkzeug) accept far more.
+    request_queue_size = 128
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from rotator.scheduler import STUCK_MARGIN, Daemon
 from rotator.secret import Secret
 from rotator.stores.memory import MemoryStore
 from rotator.token import encode
+from rotator.transport import TokenTransport
 from tests.fakes import FakeClock, FakeFetcher, FakeScheduler, make_token
 
 pytestmark = pytest.mark.timeout(60)
@@ -127,10 +128,16 @@ def test_a_401_from_the_origin_is_still_retried_once() -> None:
 # ---------------------------------------------------------------- point 4
 
 
-def slow_client(url: str) -> TokenClient:
+@pytest.fixture(params=["transport", "session"])
+def token_session(request: pytest.FixtureRequest) -> TokenTransport | requests.Session:
+    """The daemon's token transport (urllib3 pools), and a requests Session."""
+    return TokenTransport() if request.param == "transport" else build_session()
+
+
+def slow_client(url: str, session: TokenTransport | requests.Session) -> TokenClient:
     """5 s per socket read, 1 s for the whole exchange."""
     return TokenClient(
-        build_session(),
+        session,
         token_url=f"{url}/token",
         client_id="oms",
         client_secret=lambda: Secret("s"),
@@ -140,7 +147,9 @@ def slow_client(url: str) -> TokenClient:
     )
 
 
-def test_a_dripping_token_response_ends_at_the_deadline() -> None:
+def test_a_dripping_token_response_ends_at_the_deadline(
+    token_session: TokenTransport | requests.Session,
+) -> None:
     stop = threading.Event()
 
     def drip(handler: BaseHTTPRequestHandler) -> None:
@@ -158,7 +167,7 @@ def test_a_dripping_token_response_ends_at_the_deadline() -> None:
             pass  # the client hung up: what the deadline must do
 
     with serve("127.0.0.1", drip) as url:
-        client = slow_client(url)
+        client = slow_client(url, token_session)
         try:
             with pytest.raises(TokenEndpointUnavailable, match="deadline"):
                 client.client_credentials()
@@ -181,10 +190,12 @@ def drip_headers(stop: threading.Event) -> Callable[[BaseHTTPRequestHandler], No
     return respond
 
 
-def test_dripping_headers_end_at_the_deadline() -> None:
+def test_dripping_headers_end_at_the_deadline(
+    token_session: TokenTransport | requests.Session,
+) -> None:
     stop = threading.Event()
     with serve("127.0.0.1", drip_headers(stop)) as url:
-        client = slow_client(url)
+        client = slow_client(url, token_session)
         try:
             with pytest.raises(TokenEndpointUnavailable, match="deadline"):
                 client.client_credentials()
