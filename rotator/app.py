@@ -221,10 +221,12 @@ class App:
     def secret(self, credential: Credential) -> SecretProvider:
         provider = self._secrets.get(credential.name)
         if provider is None:
-            assert credential.secret_source is not None
+            source = credential.require_client().secret_source
+            if source is None:
+                raise ConfigError(f"credentials[{credential.name}]: no client secret configured")
             timeouts = timeouts_of(credential)
             provider = SecretProvider(
-                credential.secret_source,
+                source,
                 env=self.env,
                 client_for=lambda service, region: self.aws.client(service, region, timeouts),
             )
@@ -237,8 +239,9 @@ class App:
 
         provider = self._keys.get(credential.name)
         if provider is None:
-            jwt = credential.jwt
-            assert jwt is not None and jwt.key_source is not None
+            jwt = credential.require_client().jwt
+            if jwt is None or jwt.key_source is None:
+                raise ConfigError(f"credentials[{credential.name}]: no private key configured")
             provider = KeyProvider(
                 jwt.key_source,
                 alg=jwt.signing_alg,
@@ -253,18 +256,19 @@ class App:
 
     def client_auth(self, credential: Credential) -> ClientAuth | None:
         """RFC 7523 client assertions for the JWT methods; None for the secret methods."""
-        jwt = credential.jwt
+        client = credential.require_client()
+        jwt = client.jwt
         if jwt is None:
             return None
         from rotator import assertion
 
         common: dict[str, Any] = {
-            "client_id": credential.client_id,
-            "audience": credential.token_url,
+            "client_id": client.client_id,
+            "audience": client.token_url,
             "clock": self.clock,
             "lifetime": _seconds(jwt.assertion_lifetime_seconds),
         }
-        if credential.auth_method == "private_key_jwt":
+        if client.auth_method == "private_key_jwt":
             return assertion.private_key_jwt(self.signing_key(credential), **common)
         return assertion.client_secret_jwt(self.secret(credential), **common)
 
@@ -272,23 +276,24 @@ class App:
         refresh = credential.refresh
         observer = self.observer
         name = credential.name
+        client = credential.require_client()
         client_auth = self.client_auth(credential)
         secret = _no_secret if client_auth else self.secret(credential)
         return TokenClient(
             self.http(),
-            token_url=credential.token_url,
-            client_id=credential.client_id,
+            token_url=client.token_url,
+            client_id=client.client_id,
             client_secret=secret,
             client_auth=client_auth,
             extra_params=credential.extra_params,
             reresolve_secret=None if client_auth else self.secret(credential).invalidate,
             clock=self.clock,
-            auth_method=credential.auth_method,
+            auth_method=client.auth_method,
             scope=credential.scope,
             timeout=timeouts_of(credential),
             deadline=refresh.request_deadline_seconds,
             verify=tls_verify(credential.ca_bundle, self.env),
-            proxies=self.proxies(credential.token_url),
+            proxies=self.proxies(client.token_url),
             on_request=lambda grant, outcome: observer.token_request(name, grant, outcome),
         )
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from rotator import __version__
 from rotator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, RotatorError
+
+if TYPE_CHECKING:
+    from rotator.config import Process
 
 log = logging.getLogger("rotator")
 
@@ -139,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The CLI; `env` is the environment to read (None: the process's)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -149,19 +153,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 
-    from rotator import logs
+    from rotator import config, logs
 
-    level = args.log_level or os.environ.get("ROTATOR_LOG_LEVEL", "info").lower()
-    fmt = args.log_format or os.environ.get("ROTATOR_LOG_FORMAT", "text").lower()
-    if level not in logs.LEVELS or fmt not in logs.FORMATS:
-        sys.stderr.write(
-            "rotator: error: ROTATOR_LOG_LEVEL must be one of debug, info, warning, error and "
-            "ROTATOR_LOG_FORMAT one of text, json\n"
-        )
-        return EXIT_USAGE
-    logs.setup(level, fmt)
+    environ = config.environ(env)
     try:
-        return _dispatch(args)
+        process = config.process_settings(
+            environ, config_path=args.config, log_level=args.log_level, log_format=args.log_format
+        )
+    except ConfigError as exc:
+        sys.stderr.write(f"rotator: error: {exc}\n")
+        return EXIT_USAGE
+    logs.setup(process.log_level, process.log_format)
+    try:
+        return _dispatch(args, process, environ)
     except RotatorError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -173,14 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
     if args.command == "keygen":
         return _keygen(args)
     from rotator import commands, config
     from rotator.app import build
 
     consumer = args.command in ("get", "status")
-    settings = config.load(args.config, require_client=not consumer)
+    settings = config.load(args.config, env, require_client=not consumer)
     observer = None
     if args.command == "run" and (
         args.metrics_port is not None or settings.metrics_port is not None
@@ -188,34 +192,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         from rotator.health import Metrics
 
         observer = Metrics()
-    app = build(settings, observer=observer)
+    app = build(settings, observer=observer, env=env)
     if args.command == "once":
-        return commands.once(app, force=args.force, interval=_interval(args))
+        interval = config.once_interval(env, args.interval)
+        return commands.once(app, force=args.force, interval=interval)
     if args.command == "get":
         return commands.get(app, credential=args.credential, as_json=args.json)
     if args.command == "check":
-        return commands.check(app, interval=_interval(args))
+        return commands.check(app, interval=config.once_interval(env, args.interval))
     if args.command == "status":
         from rotator.status import status
 
         return status(app, as_json=args.json)
-    path = args.config or os.environ.get("ROTATOR_CONFIG") or None
     return commands.run(
         app,
         metrics_port=args.metrics_port,
-        load=lambda: config.load(args.config),
-        config_path=path,
+        load=lambda: config.load(args.config, env),
+        config_path=process.config_path,
     )
-
-
-def _interval(args: argparse.Namespace) -> float | None:
-    """--interval, else $ROTATOR_ONCE_INTERVAL (`once` and `check`)."""
-    interval: float | None = args.interval
-    if interval is None and os.environ.get("ROTATOR_ONCE_INTERVAL"):
-        interval = _seconds_env("ROTATOR_ONCE_INTERVAL")
-    if interval is not None and not interval >= 0:
-        raise ConfigError(f"--interval must be >= 0 seconds: {interval!r}")
-    return interval
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -237,14 +231,6 @@ def _keygen(args: argparse.Namespace) -> int:
         key.alg,
     )
     return EXIT_OK
-
-
-def _seconds_env(name: str) -> float:
-    raw = os.environ[name]
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number of seconds: {raw!r}") from exc
 
 
 def console_main() -> None:

@@ -191,8 +191,9 @@ def _check_one(
         out.flush()
 
     say("config", f"ok ({app.settings.source})")
-    say("auth method", cred.auth_method)
-    if cred.auth_method == "private_key_jwt":
+    auth_method = cred.require_client().auth_method
+    say("auth method", auth_method)
+    if auth_method == "private_key_jwt":
         step, what = "private key", _describe_key
     else:
         step, what = "client secret", _describe_secret
@@ -265,7 +266,8 @@ def _schedule_verdict(rotator: CredentialRotator, token: Token, interval: float 
 
 def _describe_secret(app: App, cred: Credential) -> str:
     app.secret(cred).get()
-    return cred.secret_source.kind if cred.secret_source else "-"
+    source = cred.require_client().secret_source
+    return source.kind if source else "-"
 
 
 def _describe_key(app: App, cred: Credential) -> str:
