@@ -1,5 +1,7 @@
-"""The composition root: the one place that builds the HTTP session, the boto3
-clients (one per service and region, shared), the stores and the rotators.
+"""The composition root: the one place that builds things. ``build`` makes an App
+from Settings; the App builds every part of a credential (its stores, token client,
+schedule, retry policy, rotator) and of the daemon (the scheduler, the health
+server). Commands only use what it builds.
 
 Every entry point (CLI, daemon, tests, benchmarks) builds through here; tests
 pass their own clock, session or endpoint instead of patching anything.
@@ -9,15 +11,22 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from rotator.clients import (
+    AwsClients,
+    build_session,
+    build_store,
+    proxies_for,
+    timeouts_of,
+    tls_verify,
+)
 from rotator.clock import Clock, SystemClock
-from rotator.config import Credential, Settings, Target, check_ca_bundle
+from rotator.config import Credential, Settings, Target
 from rotator.errors import ConfigError
 from rotator.oauth import TokenClient, check_http_url, verify_token
 from rotator.retry import Backoff
@@ -29,161 +38,24 @@ if TYPE_CHECKING:
     import requests
 
     from rotator.assertion import ClientAuth
+    from rotator.health import HealthServer
     from rotator.keysource import KeyProvider
-    from rotator.pacing import Pacers
     from rotator.probe import Probe
+    from rotator.scheduler import Daemon
     from rotator.token import Token
 
-SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
-
-
-class AwsClients:
-    """boto3 clients built lazily, one per (service, region), shared by every store.
-
-    Endpoints come from boto3's own variables (AWS_ENDPOINT_URL,
-    AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL_SSM); retries are ours
-    (tenacity), so botocore makes one attempt per call.
-    """
-
-    def __init__(
-        self,
-        *,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 10.0,
-        pacers: Pacers | None = None,
-    ) -> None:
-        self.pacers = pacers  # rotator.pacing: AWS's shared rates, one pacer per region
-        self._clients: dict[tuple[str, str | None, tuple[float, float]], Any] = {}
-        self._lock = threading.Lock()
-        self._session: Any = None
-        self._timeouts = (connect_timeout, read_timeout)
-
-    def client(
-        self,
-        service: str,
-        region: str | None = None,
-        timeouts: tuple[float, float] | None = None,
-    ) -> Any:
-        """The shared client for (service, region, timeouts): each credential's own
-        connect/read timeouts apply to its own calls."""
-        timeouts = timeouts or self._timeouts
-        key = (service, region, timeouts)
-        with self._lock:
-            if key not in self._clients:
-                self._clients[key] = self._build(service, region, timeouts)
-            return self._clients[key]
-
-    def _build(self, service: str, region: str | None, timeouts: tuple[float, float]) -> Any:
-        # botocore directly: boto3's import pulls in s3transfer and costs ~30 ms of
-        # start-up on every cron run for nothing (boto3 is only a thin layer on it).
-        import botocore.session
-        from botocore.config import Config
-
-        if self._session is None:
-            self._session = botocore.session.get_session()
-        region = (
-            region
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or self._session.get_config_variable("region")
-        )
-        if not region:
-            raise ConfigError(
-                f"no AWS region for {service}: set AWS_REGION (or the target's region key)"
-            )
-        config = Config(
-            connect_timeout=timeouts[0],
-            read_timeout=timeouts[1],
-            retries={"mode": "standard", "total_max_attempts": 1},
-            max_pool_connections=32,
-        )
-        client = self._session.create_client(service, region_name=region, config=config)
-        if self.pacers is not None:
-            self.pacers.install(client, region)
-        return client
-
-
-def build_store(
-    target: Target, aws: AwsClients, timeouts: tuple[float, float] | None = None
-) -> TokenStore:
-    if target.type == "file":
-        from rotator.stores.file import DEFAULT_MODE, FileStore
-
-        return FileStore(
-            Path(target.ref),
-            fmt=target.format,
-            mode=DEFAULT_MODE if target.mode is None else target.mode,
-            uid=target.owner,
-            gid=target.group,
-        )
-    if target.type == "ssm":
-        from rotator.stores.ssm import SsmStore
-
-        return SsmStore(
-            aws.client("ssm", target.region, timeouts),
-            target.ref,
-            fmt=target.format,
-            kms_key_id=target.kms_key_id,
-        )
-    from rotator.stores.secretsmanager import SecretsManagerStore
-
-    return SecretsManagerStore(
-        aws.client("secretsmanager", target.region, timeouts),
-        target.ref,
-        fmt=target.format,
-        create=target.create,
-        kms_key_id=target.kms_key_id,
-    )
-
-
-def build_session() -> requests.Session:
-    """One HTTP session for every token endpoint, TLS verification on.
-
-    The environment (proxies, REQUESTS_CA_BUNDLE) is resolved once per
-    credential at start-up instead of by requests on every call."""
-    import requests
-    from requests.adapters import HTTPAdapter
-
-    from rotator import deadline
-
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=32, max_retries=0)
-    deadline.mount(adapter)  # token requests and verify calls have an overall deadline
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers["User-Agent"] = "rotator/0.1"
-    session.trust_env = False  # see tls_verify() and proxies_for()
-    return session
-
-
-def tls_verify(ca_bundle: str | None, env: Mapping[str, str]) -> str | bool:
-    """The `verify` argument: the credential's CA bundle, else REQUESTS_CA_BUNDLE or
-    CURL_CA_BUNDLE, else the default trust store. Never off. A bundle from the
-    environment that cannot be read is a configuration error (exit 2)."""
-    if ca_bundle:
-        return ca_bundle
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        if env.get(name):
-            check_ca_bundle(env[name], name)
-            return env[name]
-    return True
-
-
-def timeouts_of(credential: Credential) -> tuple[float, float]:
-    """A credential's (connect, read) timeouts, never beyond its overall deadline."""
-    refresh = credential.refresh
-    deadline = refresh.request_deadline_seconds
-    return (
-        min(refresh.connect_timeout_seconds, deadline),
-        min(refresh.read_timeout_seconds, deadline),
-    )
-
-
-def proxies_for(url: str) -> dict[str, str]:
-    """HTTP(S)_PROXY / NO_PROXY for `url`, as requests would resolve them per call."""
-    from requests.utils import get_environ_proxies
-
-    return dict(get_environ_proxies(url))
+__all__ = [
+    "App",
+    "AwsClients",
+    "build",
+    "build_session",
+    "build_store",
+    "job_deadline",
+    "probe_interval",
+    "proxies_for",
+    "timeouts_of",
+    "tls_verify",
+]
 
 
 @dataclass
@@ -195,6 +67,7 @@ class App:
     session: Any = field(default=None, repr=False)
     env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    metrics_port: int | None = None  # `run --metrics-port` (None: the configuration's)
     _secrets: dict[str, SecretProvider] = field(default_factory=dict, repr=False)
     _keys: dict[str, KeyProvider] = field(default_factory=dict, repr=False)
     _proxies: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict, repr=False)
@@ -214,9 +87,23 @@ class App:
             found = self._proxies[key] = proxies_for(url)
         return dict(found)
 
+    def store(self, target: Target, credential: Credential | None = None) -> TokenStore:
+        """`target`'s store; its AWS calls take `credential`'s timeouts (None: the defaults)."""
+        return build_store(
+            target, self.aws, None if credential is None else timeouts_of(credential)
+        )
+
     def stores(self, credential: Credential) -> list[TokenStore]:
-        timeouts = timeouts_of(credential)
-        return [build_store(t, self.aws, timeouts) for t in credential.targets]
+        return [self.store(t, credential) for t in credential.targets]
+
+    def schedule(self, credential: Credential) -> Schedule:
+        """When `credential`'s token is due (the one place Schedule is made from Refresh)."""
+        refresh = credential.refresh
+        return Schedule(
+            ratio=refresh.ratio,
+            jitter_ratio=refresh.jitter_ratio,
+            safety_margin=_seconds(refresh.safety_margin_seconds),
+        )
 
     def secret(self, credential: Credential) -> SecretProvider:
         provider = self._secrets.get(credential.name)
@@ -348,12 +235,7 @@ class App:
     def rotator(self, credential: Credential) -> CredentialRotator:
         from rotator.stores.quota import gate_for
 
-        refresh = credential.refresh
-        schedule = Schedule(
-            ratio=refresh.ratio,
-            jitter_ratio=refresh.jitter_ratio,
-            safety_margin=_seconds(refresh.safety_margin_seconds),
-        )
+        schedule = self.schedule(credential)
         return CredentialRotator(
             credential.name,
             fetcher=self.token_client(credential),
@@ -367,8 +249,69 @@ class App:
         )
 
     def backoff(self, credential: Credential | None = None) -> Backoff:
+        """`credential`'s retry policy (the back-off between attempts)."""
         cap = (credential or self.settings.credentials[0]).refresh.max_retry_wait_seconds
         return Backoff(initial=1.0, cap=cap, jitter=1.0)
+
+    # -- the daemon
+
+    @property
+    def serving_port(self) -> int | None:
+        """The daemon's metrics and health port (None: not served)."""
+        return self.metrics_port if self.metrics_port is not None else self.settings.metrics_port
+
+    def daemon(self, rotators: Sequence[CredentialRotator]) -> Daemon:
+        """The scheduler of `rotators`, each with its credential's retry policy, job
+        deadline and probe interval."""
+        from rotator.scheduler import Daemon
+
+        credentials = self.settings.credentials
+        return Daemon(
+            rotators,
+            clock=self.clock,
+            backoff={cred.name: self.backoff(cred) for cred in credentials},
+            observer=self.observer,
+            stop_event=self.stop_event,
+            max_workers=self.settings.workers,
+            job_deadlines={cred.name: job_deadline(cred) for cred in credentials},
+            probe_intervals={cred.name: probe_interval(cred) for cred in credentials},
+            advise=self.advise,
+        )
+
+    def health_server(self, daemon: Daemon) -> HealthServer | None:
+        """/metrics, /healthz and /readyz of `daemon`, or None when no port is set."""
+        port = self.serving_port
+        if port is None:
+            return None
+        from rotator.health import HealthServer
+
+        return HealthServer(self, daemon, host=self.settings.metrics_address, port=port)
+
+    def advise(self, name: str, token: Token) -> str | None:
+        """Secrets Manager write-rate advice for a credential of the running configuration
+        (a reload may have removed it): a gauge for dashboards and, if too fast, a warning."""
+        from rotator.stores.quota import write_rate_advice
+
+        for credential in self.settings.credentials:
+            if credential.name != name:
+                continue
+            if any(t.type == "secretsmanager" for t in credential.targets):
+                gauge = getattr(self.observer, "secretsmanager_interval", None)
+                if gauge is not None:
+                    gauge(
+                        credential.name, token.lifetime.total_seconds() * credential.refresh.ratio
+                    )
+            return write_rate_advice(credential, token)
+        return None
+
+    def capacity(self, lifetimes: Mapping[str, float]) -> list[str]:
+        """`check`'s capacity lines: projected AWS writes a second per region against the pace."""
+        from rotator.pacing import Pacing, capacity_lines
+
+        pacers = self.aws.pacers
+        pacing = pacers.pacing if pacers is not None else Pacing.from_env(self.env)
+        region = self.env.get("AWS_REGION") or self.env.get("AWS_DEFAULT_REGION")
+        return capacity_lines(self.settings.credentials, lifetimes, pacing, region)
 
 
 def build(
@@ -379,11 +322,20 @@ def build(
     session: Any = None,
     env: Mapping[str, str] | None = None,
     aws: AwsClients | None = None,
+    daemon: bool = False,
+    metrics_port: int | None = None,
 ) -> App:
+    """The App of `settings`. For the daemon (`daemon=True`) that serves metrics (its
+    `metrics_port`, else the configuration's), the observer is a Prometheus registry."""
     from rotator.pacing import Pacers, Pacing
 
     first = settings.credentials[0].refresh
     environ = os.environ if env is None else env
+    serves = metrics_port is not None or settings.metrics_port is not None
+    if observer is None and daemon and serves:
+        from rotator.health import Metrics
+
+        observer = Metrics()
     return App(
         settings=settings,
         clock=clock or SystemClock(),
@@ -396,6 +348,7 @@ def build(
         observer=observer or NullObserver(),
         session=session,
         env=environ,
+        metrics_port=metrics_port,
     )
 
 
@@ -418,36 +371,9 @@ def probe_interval(credential: Credential) -> timedelta:
     return timedelta(seconds=credential.probe_interval_seconds)
 
 
-def write_rate_advice(credential: Credential, token: Token) -> str | None:
-    """A warning when a Secrets Manager target would be written faster than AWS advises."""
-    sm_targets = [t.ref for t in credential.targets if t.type == "secretsmanager"]
-    if not sm_targets:
-        return None
-    interval = token.lifetime.total_seconds() * credential.refresh.ratio
-    advised_lifespan = SM_ADVISED_WRITE_INTERVAL_SECONDS / credential.refresh.ratio
-    if interval >= SM_ADVISED_WRITE_INTERVAL_SECONDS:
-        return None
-    return (
-        f"credential={credential.name} secretsmanager target(s) {', '.join(sm_targets)} "
-        f"will be written every ~{interval:.0f} s; AWS advises at most one PutSecretValue "
-        f"per ~{SM_ADVISED_WRITE_INTERVAL_SECONDS:.0f} s sustained (versions pile up toward "
-        "the quota). Use an ssm target for short-lived tokens, or raise the client's access "
-        f"token lifespan to at least {advised_lifespan:.0f} s"
-    )
-
-
 def _no_secret() -> Any:
     raise AssertionError("a JWT client authenticates by assertion, never by sending a secret")
 
 
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
-
-
-def capacity(app: App, lifetimes: Mapping[str, float]) -> list[str]:
-    """`check`'s capacity lines: projected AWS writes a second per region against the pace."""
-    from rotator.pacing import Pacing, capacity_lines
-
-    pacing = app.aws.pacers.pacing if app.aws.pacers is not None else Pacing.from_env(app.env)
-    region = app.env.get("AWS_REGION") or app.env.get("AWS_DEFAULT_REGION")
-    return capacity_lines(app.settings.credentials, lifetimes, pacing, region)

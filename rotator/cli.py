@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rotator import __version__
 from rotator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, RotatorError
 
 if TYPE_CHECKING:
+    from rotator.app import App
     from rotator.config import Process
 
 log = logging.getLogger("rotator")
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_USAGE
     logs.setup(process.log_level, process.log_format)
     try:
-        return _dispatch(args, process, environ)
+        return VERBS[args.command](args, process, environ)
     except RotatorError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -177,42 +178,54 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_FAILED
 
 
-def _dispatch(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
-    if args.command == "keygen":
-        return _keygen(args)
+def _app(args: argparse.Namespace, env: Mapping[str, str], *, consumer: bool = False) -> App:
+    """Load the configuration and build the App (a consumer needs no token client)."""
+    from rotator import config
+    from rotator.app import build
+
+    settings = config.load(args.config, env, require_client=not consumer)
+    return build(settings, env=env)
+
+
+def _once(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
+    from rotator import commands, config
+
+    app = _app(args, env)
+    return commands.once(app, force=args.force, interval=config.once_interval(env, args.interval))
+
+
+def _get(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
+    from rotator import commands
+
+    app = _app(args, env, consumer=True)
+    return commands.get(app, credential=args.credential, as_json=args.json)
+
+
+def _check(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
+    from rotator import commands, config
+
+    app = _app(args, env)
+    return commands.check(app, interval=config.once_interval(env, args.interval))
+
+
+def _status(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
+    from rotator.status import status
+
+    return status(_app(args, env, consumer=True), as_json=args.json)
+
+
+def _run(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
     from rotator import commands, config
     from rotator.app import build
 
-    consumer = args.command in ("get", "status")
-    settings = config.load(args.config, env, require_client=not consumer)
-    observer = None
-    if args.command == "run" and (
-        args.metrics_port is not None or settings.metrics_port is not None
-    ):
-        from rotator.health import Metrics
-
-        observer = Metrics()
-    app = build(settings, observer=observer, env=env)
-    if args.command == "once":
-        interval = config.once_interval(env, args.interval)
-        return commands.once(app, force=args.force, interval=interval)
-    if args.command == "get":
-        return commands.get(app, credential=args.credential, as_json=args.json)
-    if args.command == "check":
-        return commands.check(app, interval=config.once_interval(env, args.interval))
-    if args.command == "status":
-        from rotator.status import status
-
-        return status(app, as_json=args.json)
+    settings = config.load(args.config, env)
+    app = build(settings, env=env, daemon=True, metrics_port=args.metrics_port)
     return commands.run(
-        app,
-        metrics_port=args.metrics_port,
-        load=lambda: config.load(args.config, env),
-        config_path=process.config_path,
+        app, load=lambda: config.load(args.config, env), config_path=process.config_path
     )
 
 
-def _keygen(args: argparse.Namespace) -> int:
+def _keygen(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
     from pathlib import Path
 
     from rotator.keygen import keygen
@@ -235,3 +248,16 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def console_main() -> None:
     sys.exit(main())
+
+
+Verb = Callable[[argparse.Namespace, "Process", Mapping[str, str]], int]
+
+# The verbs: each loads what it needs, builds through rotator.app and runs its command.
+VERBS: dict[str, Verb] = {
+    "run": _run,
+    "once": _once,
+    "get": _get,
+    "check": _check,
+    "keygen": _keygen,
+    "status": _status,
+}

@@ -5,7 +5,6 @@ it: a TOML key path, or the ROTATOR_* variable (``Names``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from rotator.config import values as v
@@ -39,14 +38,21 @@ from rotator.config.values import Where
 from rotator.errors import ConfigError
 
 
-@dataclass(frozen=True)
 class Names:
     """What errors call each key when it did not come from a TOML file: the
     ROTATOR_* variable, per level (top, credential, target by type)."""
 
-    top: Mapping[str, str] = field(default_factory=dict)
-    credential: Mapping[str, str] = field(default_factory=dict)
-    targets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    __slots__ = ("credential", "targets", "top")
+
+    def __init__(
+        self,
+        top: Mapping[str, str] | None = None,
+        credential: Mapping[str, str] | None = None,
+        targets: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.top: Mapping[str, str] = top or {}
+        self.credential: Mapping[str, str] = credential or {}
+        self.targets: Mapping[str, Mapping[str, str]] = targets or {}
 
 
 _TOP_KEYS = {

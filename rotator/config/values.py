@@ -8,7 +8,6 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -18,13 +17,16 @@ from rotator.errors import ConfigError
 C = TypeVar("C", bound=str)
 
 
-@dataclass(frozen=True)
 class Where:
     """Where a key sits, as errors name it: ``path.key`` in a TOML file, or the
-    ROTATOR_* variable that gave the key (``names``, in environment mode)."""
+    ROTATOR_* variable that gave the key (``names``, in environment mode). A plain
+    class: a dataclass costs start-up time on every cron run for nothing here."""
 
-    path: str
-    names: Mapping[str, str] = field(default_factory=dict)
+    __slots__ = ("names", "path")
+
+    def __init__(self, path: str, names: Mapping[str, str] | None = None) -> None:
+        self.path = path
+        self.names: Mapping[str, str] = names or {}
 
     def __call__(self, key: str) -> str:
         return self.names.get(key) or (f"{self.path}.{key}" if self.path else key)
