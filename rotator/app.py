@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -269,14 +269,34 @@ class App:
         return Daemon(
             rotators,
             clock=self.clock,
-            backoff={cred.name: self.backoff(cred) for cred in credentials},
+            backoff=self._backoffs(credentials),
             observer=self.observer,
             stop_event=self.stop_event,
             max_workers=self.settings.workers,
-            job_deadlines={cred.name: job_deadline(cred) for cred in credentials},
-            probe_intervals={cred.name: probe_interval(cred) for cred in credentials},
+            job_deadlines=_by_name(credentials, job_deadline),
+            probe_intervals=_by_name(credentials, probe_interval),
             advise=self.advise,
         )
+
+    def restart_chains(
+        self,
+        daemon: Daemon,
+        start: Sequence[Credential],
+        rotators: Sequence[CredentialRotator],
+        stop: Sequence[str],
+    ) -> None:
+        """A reload: stop the chains named `stop`, start `rotators` (of `start`), each
+        with its credential's retry policy, job deadline and probe interval."""
+        daemon.apply(
+            add=rotators,
+            remove=stop,
+            backoffs=self._backoffs(start),
+            job_deadlines=_by_name(start, job_deadline),
+            probe_intervals=_by_name(start, probe_interval),
+        )
+
+    def _backoffs(self, credentials: Sequence[Credential]) -> dict[str, Backoff]:
+        return {cred.name: self.backoff(cred) for cred in credentials}
 
     def health_server(self, daemon: Daemon) -> HealthServer | None:
         """/metrics, /healthz and /readyz of `daemon`, or None when no port is set."""
@@ -369,6 +389,12 @@ def probe_interval(credential: Credential) -> timedelta:
     if credential.probe_url is None:
         return timedelta(0)
     return timedelta(seconds=credential.probe_interval_seconds)
+
+
+def _by_name(
+    credentials: Sequence[Credential], policy: Callable[[Credential], timedelta]
+) -> dict[str, timedelta]:
+    return {cred.name: policy(cred) for cred in credentials}
 
 
 def _no_secret() -> Any:

@@ -103,3 +103,30 @@ def test_write_rate_advice_feeds_the_gauge_for_a_running_credential(tmp_path: Pa
     assert advice is not None and "credential=fast" in advice and "every ~150 s" in advice
     assert metrics.sm_interval.labels("fast")._value.get() == 150.0
     assert app.advise("removed-by-a-reload", token) is None
+
+
+def test_a_reload_restarts_chains_with_their_credentials_policies(tmp_path: Path) -> None:
+    app = build(settings(tmp_path), clock=FakeClock(), env={})
+    fast, slow = app.settings.credentials
+    daemon = app.daemon([app.rotator(fast)])
+    changed = from_mapping(
+        {
+            "credentials": [
+                {
+                    "name": "slow",
+                    "token_url": "https://sso.example.com/token",
+                    "client_id": "slow",
+                    "client_secret_env": "OMS_SECRET",
+                    "refresh": {"max_retry_wait_seconds": 7},
+                    "targets": [{"type": "file", "path": str(tmp_path / "slow.json")}],
+                }
+            ]
+        }
+    ).credentials[0]
+    rotator = app.rotator(changed)
+    app.restart_chains(daemon, [changed], [rotator], ["fast"])
+    assert [r.name for r in daemon.rotators] == ["slow"]
+    assert daemon._backoffs == {"slow": app.backoff(changed)}
+    assert daemon._backoffs["slow"].cap == 7.0
+    assert daemon._job_deadlines == {"slow": job_deadline(changed)}
+    assert slow.refresh != changed.refresh
