@@ -1,5 +1,7 @@
-"""The composition root: the one place that builds the HTTP session, the boto3
-clients (one per service and region, shared), the stores and the rotators.
+"""The composition root: the one place that builds things. ``build`` makes an App
+from Settings; the App builds every part of a credential (its stores, token client,
+schedule, retry policy, rotator) and of the daemon (the scheduler, the health
+server). Commands only use what it builds.
 
 Every entry point (CLI, daemon, tests, benchmarks) builds through here; tests
 pass their own clock, session or endpoint instead of patching anything.
@@ -7,18 +9,24 @@ pass their own clock, session or endpoint instead of patching anything.
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from rotator.clients import (
+    AwsClients,
+    build_session,
+    build_store,
+    proxies_for,
+    timeouts_of,
+    tls_verify,
+)
 from rotator.clock import Clock, SystemClock
-from rotator.config import Credential, Settings, Target, check_ca_bundle
+from rotator.config import Credential, Settings, Target
 from rotator.errors import ConfigError
 from rotator.oauth import TokenClient, check_http_url, verify_token
 from rotator.retry import Backoff
@@ -30,181 +38,25 @@ if TYPE_CHECKING:
     import requests
 
     from rotator.assertion import ClientAuth
+    from rotator.health import HealthServer
     from rotator.keysource import KeyProvider
-    from rotator.pacing import Pacers
     from rotator.probe import Probe
+    from rotator.scheduler import Daemon
     from rotator.token import Token
     from rotator.transport import TokenTransport
 
-SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
-
-
-class AwsClients:
-    """boto3 clients built lazily, one per (service, region), shared by every store.
-
-    Endpoints come from boto3's own variables (AWS_ENDPOINT_URL,
-    AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL_SSM); retries are ours
-    (tenacity), so botocore makes one attempt per call.
-    """
-
-    def __init__(
-        self,
-        *,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 10.0,
-        pacers: Pacers | None = None,
-    ) -> None:
-        self.pacers = pacers  # rotator.pacing: AWS's shared rates, one pacer per region
-        self._clients: dict[tuple[str, str | None, tuple[float, float]], Any] = {}
-        self._lock = threading.Lock()
-        self._session: Any = None
-        self._timeouts = (connect_timeout, read_timeout)
-
-    def client(
-        self,
-        service: str,
-        region: str | None = None,
-        timeouts: tuple[float, float] | None = None,
-    ) -> Any:
-        """The shared client for (service, region, timeouts): each credential's own
-        connect/read timeouts apply to its own calls."""
-        timeouts = timeouts or self._timeouts
-        key = (service, region, timeouts)
-        with self._lock:
-            if key not in self._clients:
-                self._clients[key] = self._build(service, region, timeouts)
-            return self._clients[key]
-
-    def _build(self, service: str, region: str | None, timeouts: tuple[float, float]) -> Any:
-        # botocore directly: boto3's import pulls in s3transfer and costs ~30 ms of
-        # start-up on every cron run for nothing (boto3 is only a thin layer on it).
-        import botocore.session
-        from botocore.config import Config
-
-        if self._session is None:
-            self._session = botocore.session.get_session()
-        region = (
-            region
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or self._session.get_config_variable("region")
-        )
-        if not region:
-            raise ConfigError(
-                f"no AWS region for {service}: set AWS_REGION (or the target's region key)"
-            )
-        config = Config(
-            connect_timeout=timeouts[0],
-            read_timeout=timeouts[1],
-            retries={"mode": "standard", "total_max_attempts": 1},
-            max_pool_connections=32,
-        )
-        client = self._session.create_client(service, region_name=region, config=config)
-        if self.pacers is not None:
-            self.pacers.install(client, region)
-        return client
-
-
-def build_store(
-    target: Target, aws: AwsClients, timeouts: tuple[float, float] | None = None
-) -> TokenStore:
-    if target.type == "file":
-        from rotator.stores.file import DEFAULT_MODE, FileStore
-
-        return FileStore(
-            Path(target.ref),
-            fmt=target.format,
-            mode=DEFAULT_MODE if target.mode is None else target.mode,
-            uid=target.owner,
-            gid=target.group,
-        )
-    if target.type == "ssm":
-        from rotator.stores.ssm import SsmStore
-
-        return SsmStore(
-            aws.client("ssm", target.region, timeouts),
-            target.ref,
-            fmt=target.format,
-            kms_key_id=target.kms_key_id,
-        )
-    from rotator.stores.secretsmanager import SecretsManagerStore
-
-    return SecretsManagerStore(
-        aws.client("secretsmanager", target.region, timeouts),
-        target.ref,
-        fmt=target.format,
-        create=target.create,
-        kms_key_id=target.kms_key_id,
-    )
-
-
-def build_session() -> requests.Session:
-    """One HTTP session for every token endpoint, TLS verification on.
-
-    The environment (proxies, REQUESTS_CA_BUNDLE) is resolved once per
-    credential at start-up instead of by requests on every call."""
-    import requests
-    from requests.adapters import HTTPAdapter
-
-    from rotator import deadline
-
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=32, max_retries=0)
-    deadline.mount(adapter)  # token requests and verify calls have an overall deadline
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers["User-Agent"] = "rotator/0.1"
-    session.trust_env = False  # see tls_verify() and proxies_for()
-    return session
-
-
-def tls_verify(ca_bundle: str | None, env: Mapping[str, str]) -> str | bool:
-    """The `verify` argument: the credential's CA bundle, else REQUESTS_CA_BUNDLE or
-    CURL_CA_BUNDLE, else the default trust store. Never off. A bundle from the
-    environment that cannot be read is a configuration error (exit 2)."""
-    if ca_bundle:
-        return ca_bundle
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        if env.get(name):
-            _check_bundle(env[name], name, _identity(env[name]))
-            return env[name]
-    return True
-
-
-def _identity(path: str) -> tuple[int, ...] | None:
-    """What a CA bundle's readability depends on (None: cannot even stat it)."""
-    try:
-        st = os.stat(path)  # noqa: PTH116 (a Path per credential is the cost avoided here)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _check_bundle(path: str, where: str, identity: tuple[int, ...] | None) -> None:
-    """check_ca_bundle once per file as it is: 1,000 credentials name the same bundle
-    (an open and a read each, a third of building a rotator). A bundle replaced, gone
-    or re-permissioned has another identity and is checked again; a failure raises and
-    is not remembered."""
-    del identity  # part of the cache key only
-    check_ca_bundle(path, where)
-
-
-def timeouts_of(credential: Credential) -> tuple[float, float]:
-    """A credential's (connect, read) timeouts, never beyond its overall deadline."""
-    refresh = credential.refresh
-    deadline = refresh.request_deadline_seconds
-    return (
-        min(refresh.connect_timeout_seconds, deadline),
-        min(refresh.read_timeout_seconds, deadline),
-    )
-
-
-def proxies_for(url: str) -> dict[str, str]:
-    """HTTP(S)_PROXY / NO_PROXY for `url`, as requests would resolve them per call."""
-    from requests.utils import get_environ_proxies
-
-    return dict(get_environ_proxies(url))
+__all__ = [
+    "App",
+    "AwsClients",
+    "build",
+    "build_session",
+    "build_store",
+    "job_deadline",
+    "probe_interval",
+    "proxies_for",
+    "timeouts_of",
+    "tls_verify",
+]
 
 
 @dataclass
@@ -218,9 +70,13 @@ class App:
     token_session: Any = field(default=None, repr=False)
     env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    metrics_port: int | None = None  # `run --metrics-port` (None: the configuration's)
     _secrets: dict[str, SecretProvider] = field(default_factory=dict, repr=False)
     _keys: dict[str, KeyProvider] = field(default_factory=dict, repr=False)
     _proxies: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict, repr=False)
+    _advice_index: tuple[object, dict[str, Credential]] = field(
+        default_factory=lambda: (None, {}), repr=False, compare=False
+    )
 
     def http(self) -> requests.Session:
         if self.session is None:
@@ -246,17 +102,33 @@ class App:
             found = self._proxies[key] = proxies_for(url)
         return dict(found)
 
+    def store(self, target: Target, credential: Credential | None = None) -> TokenStore:
+        """`target`'s store; its AWS calls take `credential`'s timeouts (None: the defaults)."""
+        return build_store(
+            target, self.aws, None if credential is None else timeouts_of(credential)
+        )
+
     def stores(self, credential: Credential) -> list[TokenStore]:
-        timeouts = timeouts_of(credential)
-        return [build_store(t, self.aws, timeouts) for t in credential.targets]
+        return [self.store(t, credential) for t in credential.targets]
+
+    def schedule(self, credential: Credential) -> Schedule:
+        """When `credential`'s token is due (the one place Schedule is made from Refresh)."""
+        refresh = credential.refresh
+        return Schedule(
+            ratio=refresh.ratio,
+            jitter_ratio=refresh.jitter_ratio,
+            safety_margin=_seconds(refresh.safety_margin_seconds),
+        )
 
     def secret(self, credential: Credential) -> SecretProvider:
         provider = self._secrets.get(credential.name)
         if provider is None:
-            assert credential.secret_source is not None
+            source = credential.require_client().secret_source
+            if source is None:
+                raise ConfigError(f"credentials[{credential.name}]: no client secret configured")
             timeouts = timeouts_of(credential)
             provider = SecretProvider(
-                credential.secret_source,
+                source,
                 env=self.env,
                 client_for=lambda service, region: self.aws.client(service, region, timeouts),
             )
@@ -269,8 +141,9 @@ class App:
 
         provider = self._keys.get(credential.name)
         if provider is None:
-            jwt = credential.jwt
-            assert jwt is not None and jwt.key_source is not None
+            jwt = credential.require_client().jwt
+            if jwt is None or jwt.key_source is None:
+                raise ConfigError(f"credentials[{credential.name}]: no private key configured")
             provider = KeyProvider(
                 jwt.key_source,
                 alg=jwt.signing_alg,
@@ -285,18 +158,19 @@ class App:
 
     def client_auth(self, credential: Credential) -> ClientAuth | None:
         """RFC 7523 client assertions for the JWT methods; None for the secret methods."""
-        jwt = credential.jwt
+        client = credential.require_client()
+        jwt = client.jwt
         if jwt is None:
             return None
         from rotator import assertion
 
         common: dict[str, Any] = {
-            "client_id": credential.client_id,
-            "audience": credential.token_url,
+            "client_id": client.client_id,
+            "audience": client.token_url,
             "clock": self.clock,
             "lifetime": _seconds(jwt.assertion_lifetime_seconds),
         }
-        if credential.auth_method == "private_key_jwt":
+        if client.auth_method == "private_key_jwt":
             return assertion.private_key_jwt(self.signing_key(credential), **common)
         return assertion.client_secret_jwt(self.secret(credential), **common)
 
@@ -304,23 +178,24 @@ class App:
         refresh = credential.refresh
         observer = self.observer
         name = credential.name
+        client = credential.require_client()
         client_auth = self.client_auth(credential)
         secret = _no_secret if client_auth else self.secret(credential)
         return TokenClient(
             self.token_http(),
-            token_url=credential.token_url,
-            client_id=credential.client_id,
+            token_url=client.token_url,
+            client_id=client.client_id,
             client_secret=secret,
             client_auth=client_auth,
             extra_params=credential.extra_params,
             reresolve_secret=None if client_auth else self.secret(credential).invalidate,
             clock=self.clock,
-            auth_method=credential.auth_method,
+            auth_method=client.auth_method,
             scope=credential.scope,
             timeout=timeouts_of(credential),
             deadline=refresh.request_deadline_seconds,
             verify=tls_verify(credential.ca_bundle, self.env),
-            proxies=self.proxies(credential.token_url),
+            proxies=self.proxies(client.token_url),
             on_request=lambda grant, outcome: observer.token_request(name, grant, outcome),
         )
 
@@ -375,12 +250,7 @@ class App:
     def rotator(self, credential: Credential) -> CredentialRotator:
         from rotator.stores.quota import gate_for
 
-        refresh = credential.refresh
-        schedule = Schedule(
-            ratio=refresh.ratio,
-            jitter_ratio=refresh.jitter_ratio,
-            safety_margin=_seconds(refresh.safety_margin_seconds),
-        )
+        schedule = self.schedule(credential)
         return CredentialRotator(
             credential.name,
             fetcher=self.token_client(credential),
@@ -394,8 +264,93 @@ class App:
         )
 
     def backoff(self, credential: Credential | None = None) -> Backoff:
+        """`credential`'s retry policy (the back-off between attempts)."""
         cap = (credential or self.settings.credentials[0]).refresh.max_retry_wait_seconds
         return Backoff(initial=1.0, cap=cap, jitter=1.0)
+
+    # -- the daemon
+
+    @property
+    def serving_port(self) -> int | None:
+        """The daemon's metrics and health port (None: not served)."""
+        return self.metrics_port if self.metrics_port is not None else self.settings.metrics_port
+
+    def daemon(self, rotators: Sequence[CredentialRotator]) -> Daemon:
+        """The scheduler of `rotators`, each with its credential's retry policy, job
+        deadline and probe interval."""
+        from rotator.scheduler import Daemon
+
+        credentials = self.settings.credentials
+        return Daemon(
+            rotators,
+            clock=self.clock,
+            backoff=self._backoffs(credentials),
+            observer=self.observer,
+            stop_event=self.stop_event,
+            max_workers=self.settings.workers,
+            job_deadlines=_by_name(credentials, job_deadline),
+            probe_intervals=_by_name(credentials, probe_interval),
+            advise=self.advise,
+        )
+
+    def restart_chains(
+        self,
+        daemon: Daemon,
+        start: Sequence[Credential],
+        rotators: Sequence[CredentialRotator],
+        stop: Sequence[str],
+    ) -> None:
+        """A reload: stop the chains named `stop`, start `rotators` (of `start`), each
+        with its credential's retry policy, job deadline and probe interval."""
+        daemon.apply(
+            add=rotators,
+            remove=stop,
+            backoffs=self._backoffs(start),
+            job_deadlines=_by_name(start, job_deadline),
+            probe_intervals=_by_name(start, probe_interval),
+        )
+
+    def _backoffs(self, credentials: Sequence[Credential]) -> dict[str, Backoff]:
+        return {cred.name: self.backoff(cred) for cred in credentials}
+
+    def health_server(self, daemon: Daemon) -> HealthServer | None:
+        """/metrics, /healthz and /readyz of `daemon`, or None when no port is set."""
+        port = self.serving_port
+        if port is None:
+            return None
+        from rotator.health import HealthServer
+
+        return HealthServer(self, daemon, host=self.settings.metrics_address, port=port)
+
+    def advise(self, name: str, token: Token) -> str | None:
+        """Secrets Manager write-rate advice for a credential of the running configuration
+        (a reload may have removed it): a gauge for dashboards and, if too fast, a warning.
+        Found by name: every credential's first step asks, and a scan of the configuration
+        there made a start-up with 5,000 credentials quadratic."""
+        from rotator.stores.quota import write_rate_advice
+
+        credentials = self.settings.credentials
+        of, by_name = self._advice_index
+        if of is not credentials:  # a reload replaced them: index them again (one swap)
+            by_name = {credential.name: credential for credential in credentials}
+            self._advice_index = (credentials, by_name)
+        credential = by_name.get(name)
+        if credential is None:
+            return None
+        if any(t.type == "secretsmanager" for t in credential.targets):
+            gauge = getattr(self.observer, "secretsmanager_interval", None)
+            if gauge is not None:
+                gauge(credential.name, token.lifetime.total_seconds() * credential.refresh.ratio)
+        return write_rate_advice(credential, token)
+
+    def capacity(self, lifetimes: Mapping[str, float]) -> list[str]:
+        """`check`'s capacity lines: projected AWS writes a second per region against the pace."""
+        from rotator.pacing import Pacing, capacity_lines
+
+        pacers = self.aws.pacers
+        pacing = pacers.pacing if pacers is not None else Pacing.from_env(self.env)
+        region = self.env.get("AWS_REGION") or self.env.get("AWS_DEFAULT_REGION")
+        return capacity_lines(self.settings.credentials, lifetimes, pacing, region)
 
 
 def build(
@@ -406,11 +361,20 @@ def build(
     session: Any = None,
     env: Mapping[str, str] | None = None,
     aws: AwsClients | None = None,
+    daemon: bool = False,
+    metrics_port: int | None = None,
 ) -> App:
+    """The App of `settings`. For the daemon (`daemon=True`) that serves metrics (its
+    `metrics_port`, else the configuration's), the observer is a Prometheus registry."""
     from rotator.pacing import Pacers, Pacing
 
     first = settings.credentials[0].refresh
     environ = os.environ if env is None else env
+    serves = metrics_port is not None or settings.metrics_port is not None
+    if observer is None and daemon and serves:
+        from rotator.health import Metrics
+
+        observer = Metrics()
     return App(
         settings=settings,
         clock=clock or SystemClock(),
@@ -424,6 +388,7 @@ def build(
         session=session,
         token_session=session,
         env=environ,
+        metrics_port=metrics_port,
     )
 
 
@@ -446,22 +411,10 @@ def probe_interval(credential: Credential) -> timedelta:
     return timedelta(seconds=credential.probe_interval_seconds)
 
 
-def write_rate_advice(credential: Credential, token: Token) -> str | None:
-    """A warning when a Secrets Manager target would be written faster than AWS advises."""
-    sm_targets = [t.ref for t in credential.targets if t.type == "secretsmanager"]
-    if not sm_targets:
-        return None
-    interval = token.lifetime.total_seconds() * credential.refresh.ratio
-    advised_lifespan = SM_ADVISED_WRITE_INTERVAL_SECONDS / credential.refresh.ratio
-    if interval >= SM_ADVISED_WRITE_INTERVAL_SECONDS:
-        return None
-    return (
-        f"credential={credential.name} secretsmanager target(s) {', '.join(sm_targets)} "
-        f"will be written every ~{interval:.0f} s; AWS advises at most one PutSecretValue "
-        f"per ~{SM_ADVISED_WRITE_INTERVAL_SECONDS:.0f} s sustained (versions pile up toward "
-        "the quota). Use an ssm target for short-lived tokens, or raise the client's access "
-        f"token lifespan to at least {advised_lifespan:.0f} s"
-    )
+def _by_name(
+    credentials: Sequence[Credential], policy: Callable[[Credential], timedelta]
+) -> dict[str, timedelta]:
+    return {cred.name: policy(cred) for cred in credentials}
 
 
 def _no_secret() -> Any:
@@ -470,12 +423,3 @@ def _no_secret() -> Any:
 
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
-
-
-def capacity(app: App, lifetimes: Mapping[str, float]) -> list[str]:
-    """`check`'s capacity lines: projected AWS writes a second per region against the pace."""
-    from rotator.pacing import Pacing, capacity_lines
-
-    pacing = app.aws.pacers.pacing if app.aws.pacers is not None else Pacing.from_env(app.env)
-    region = app.env.get("AWS_REGION") or app.env.get("AWS_DEFAULT_REGION")
-    return capacity_lines(app.settings.credentials, lifetimes, pacing, region)

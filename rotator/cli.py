@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from rotator import __version__
 from rotator.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, RotatorError
+
+if TYPE_CHECKING:
+    from rotator.app import App
+    from rotator.config import Process
 
 log = logging.getLogger("rotator")
 
@@ -139,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The CLI; `env` is the environment to read (None: the process's)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -149,19 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 
-    from rotator import logs
+    from rotator import config, logs
 
-    level = args.log_level or os.environ.get("ROTATOR_LOG_LEVEL", "info").lower()
-    fmt = args.log_format or os.environ.get("ROTATOR_LOG_FORMAT", "text").lower()
-    if level not in logs.LEVELS or fmt not in logs.FORMATS:
-        sys.stderr.write(
-            "rotator: error: ROTATOR_LOG_LEVEL must be one of debug, info, warning, error and "
-            "ROTATOR_LOG_FORMAT one of text, json\n"
-        )
-        return EXIT_USAGE
-    logs.setup(level, fmt)
+    environ = config.environ(env)
     try:
-        return _dispatch(args)
+        process = config.process_settings(
+            environ, config_path=args.config, log_level=args.log_level, log_format=args.log_format
+        )
+    except ConfigError as exc:
+        sys.stderr.write(f"rotator: error: {exc}\n")
+        return EXIT_USAGE
+    logs.setup(process.log_level, process.log_format)
+    try:
+        return VERBS[args.command](args, process, environ)
     except RotatorError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -173,52 +178,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "keygen":
-        return _keygen(args)
+def _app(args: argparse.Namespace, env: Mapping[str, str], *, consumer: bool = False) -> App:
+    """Load the configuration and build the App (a consumer needs no token client)."""
+    from rotator import config
+    from rotator.app import build
+
+    settings = config.load(args.config, env, require_client=not consumer)
+    return build(settings, env=env)
+
+
+def _once(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
+    from rotator import commands, config
+
+    app = _app(args, env)
+    return commands.once(app, force=args.force, interval=config.once_interval(env, args.interval))
+
+
+def _get(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
+    from rotator import commands
+
+    app = _app(args, env, consumer=True)
+    return commands.get(app, credential=args.credential, as_json=args.json)
+
+
+def _check(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
+    from rotator import commands, config
+
+    app = _app(args, env)
+    return commands.check(app, interval=config.once_interval(env, args.interval))
+
+
+def _status(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
+    from rotator.status import status
+
+    return status(_app(args, env, consumer=True), as_json=args.json)
+
+
+def _run(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
     from rotator import commands, config
     from rotator.app import build
 
-    consumer = args.command in ("get", "status")
-    settings = config.load(args.config, require_client=not consumer)
-    observer = None
-    if args.command == "run" and (
-        args.metrics_port is not None or settings.metrics_port is not None
-    ):
-        from rotator.health import Metrics
-
-        observer = Metrics()
-    app = build(settings, observer=observer)
-    if args.command == "once":
-        return commands.once(app, force=args.force, interval=_interval(args))
-    if args.command == "get":
-        return commands.get(app, credential=args.credential, as_json=args.json)
-    if args.command == "check":
-        return commands.check(app, interval=_interval(args))
-    if args.command == "status":
-        from rotator.status import status
-
-        return status(app, as_json=args.json)
-    path = args.config or os.environ.get("ROTATOR_CONFIG") or None
+    settings = config.load(args.config, env)
+    app = build(settings, env=env, daemon=True, metrics_port=args.metrics_port)
     return commands.run(
-        app,
-        metrics_port=args.metrics_port,
-        load=lambda: config.load(args.config),
-        config_path=path,
+        app, load=lambda: config.load(args.config, env), config_path=process.config_path
     )
 
 
-def _interval(args: argparse.Namespace) -> float | None:
-    """--interval, else $ROTATOR_ONCE_INTERVAL (`once` and `check`)."""
-    interval: float | None = args.interval
-    if interval is None and os.environ.get("ROTATOR_ONCE_INTERVAL"):
-        interval = _seconds_env("ROTATOR_ONCE_INTERVAL")
-    if interval is not None and not interval >= 0:
-        raise ConfigError(f"--interval must be >= 0 seconds: {interval!r}")
-    return interval
-
-
-def _keygen(args: argparse.Namespace) -> int:
+def _keygen(args: argparse.Namespace, process: Process, env: Mapping[str, str]) -> int:
     from pathlib import Path
 
     from rotator.keygen import keygen
@@ -239,13 +246,18 @@ def _keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _seconds_env(name: str) -> float:
-    raw = os.environ[name]
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number of seconds: {raw!r}") from exc
-
-
 def console_main() -> None:
     sys.exit(main())
+
+
+Verb = Callable[[argparse.Namespace, "Process", Mapping[str, str]], int]
+
+# The verbs: each loads what it needs, builds through rotator.app and runs its command.
+VERBS: dict[str, Verb] = {
+    "run": _run,
+    "once": _once,
+    "get": _get,
+    "check": _check,
+    "keygen": _keygen,
+    "status": _status,
+}

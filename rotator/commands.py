@@ -13,15 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from rotator.app import (
-    App,
-    build_store,
-    capacity,
-    job_deadline,
-    probe_interval,
-    timeouts_of,
-    write_rate_advice,
-)
+from rotator.app import App
 from rotator.clock import format_instant
 from rotator.config import Credential
 from rotator.errors import (
@@ -34,7 +26,7 @@ from rotator.errors import (
 from rotator.retry import call_with_retries
 from rotator.rotation import CredentialRotator, describe_error, missed_run_advice
 from rotator.stores.batch import seed_batched
-from rotator.stores.quota import versions_line
+from rotator.stores.quota import versions_line, write_rate_advice
 from rotator.token import Token
 
 log = logging.getLogger("rotator")
@@ -132,8 +124,7 @@ def _with_retries(
 def get(app: App, *, credential: str | None, as_json: bool, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     cred = app.settings.credential(credential)
-    target = cred.targets[0]
-    store = build_store(target, app.aws, timeouts_of(cred))
+    store = app.store(cred.targets[0], cred)
     reading = store.get()
     if reading.is_missing:
         log.error("no token published credential=%s target=%s", cred.name, store.name)
@@ -178,7 +169,7 @@ def check(app: App, *, out: TextIO | None = None, interval: float | None = None)
     _install_signal_handlers(app.stop_event)
     lifetimes: dict[str, float] = {}
     codes = [_check_one(app, cred, out, interval, lifetimes) for cred in app.settings.credentials]
-    for line in capacity(app, lifetimes):
+    for line in app.capacity(lifetimes):
         out.write(f"capacity: {line}\n")
     return worst(codes)
 
@@ -191,8 +182,9 @@ def _check_one(
         out.flush()
 
     say("config", f"ok ({app.settings.source})")
-    say("auth method", cred.auth_method)
-    if cred.auth_method == "private_key_jwt":
+    auth_method = cred.require_client().auth_method
+    say("auth method", auth_method)
+    if auth_method == "private_key_jwt":
         step, what = "private key", _describe_key
     else:
         step, what = "client secret", _describe_secret
@@ -265,7 +257,8 @@ def _schedule_verdict(rotator: CredentialRotator, token: Token, interval: float 
 
 def _describe_secret(app: App, cred: Credential) -> str:
     app.secret(cred).get()
-    return cred.secret_source.kind if cred.secret_source else "-"
+    source = cred.require_client().secret_source
+    return source.kind if source else "-"
 
 
 def _describe_key(app: App, cred: Credential) -> str:
@@ -282,7 +275,6 @@ def _describe_key(app: App, cred: Credential) -> str:
 def run(
     app: App,
     *,
-    metrics_port: int | None = None,
     load: Callable[[], Any] | None = None,
     config_path: str | None = None,
 ) -> int:
@@ -291,7 +283,6 @@ def run(
     from pathlib import Path
 
     from rotator.reload import Plan, Reloader
-    from rotator.scheduler import Daemon
 
     settings = app.settings
     sweep_file_targets(app)
@@ -299,17 +290,7 @@ def run(
     seed_batched(rotators)
     for rotator in rotators:
         rotator.spread_first_refresh()  # a fleet fetched together must not refresh together
-    daemon = Daemon(
-        rotators,
-        clock=app.clock,
-        backoff={cred.name: app.backoff(cred) for cred in settings.credentials},
-        observer=app.observer,
-        stop_event=app.stop_event,
-        max_workers=settings.workers,
-        job_deadlines={cred.name: job_deadline(cred) for cred in settings.credentials},
-        probe_intervals={cred.name: probe_interval(cred) for cred in settings.credentials},
-        advise=_CurrentAdvice(app),
-    )
+    daemon = app.daemon(rotators)
     register = getattr(app.observer, "register", None)
     forget = getattr(app.observer, "forget", None)
     if register is not None:
@@ -335,12 +316,8 @@ def run(
         daemon.set_poll(reloader.poll)
         _install_reload_handler(reloader.requested)
     _install_signal_handlers(app.stop_event)
-    server = None
-    port = metrics_port if metrics_port is not None else settings.metrics_port
-    if port is not None:
-        from rotator.health import HealthServer
-
-        server = HealthServer(app, daemon, host=settings.metrics_address, port=port)
+    server = app.health_server(daemon)
+    if server is not None:
         server.start()
         log.info(
             "metrics and health on port %d (/metrics, /healthz, /readyz) address=%s",
@@ -359,34 +336,6 @@ def run(
             server.stop()
     log.info("daemon stopped")
     return EXIT_OK
-
-
-class _CurrentAdvice:
-    """Advice for a credential of the running configuration (a reload may have removed it),
-    found by name: every credential's first step asks, and a scan of the configuration
-    there made a start-up with 5,000 credentials quadratic."""
-
-    def __init__(self, app: App) -> None:
-        self._app = app
-        self._index: tuple[object, dict[str, Credential]] = (None, {})
-
-    def __call__(self, name: str, token: Token) -> str | None:
-        credentials = self._app.settings.credentials
-        of, by_name = self._index
-        if of is not credentials:  # a reload replaced them: index them again (one swap)
-            by_name = {credential.name: credential for credential in credentials}
-            self._index = (credentials, by_name)
-        credential = by_name.get(name)
-        return None if credential is None else _advise(self._app, credential, token)
-
-
-def _advise(app: App, credential: Credential, token: Token) -> str | None:
-    """Secrets Manager write-rate: a gauge for dashboards and, if too fast, a warning."""
-    if any(t.type == "secretsmanager" for t in credential.targets):
-        gauge = getattr(app.observer, "secretsmanager_interval", None)
-        if gauge is not None:
-            gauge(credential.name, token.lifetime.total_seconds() * credential.refresh.ratio)
-    return write_rate_advice(credential, token)
 
 
 def _install_reload_handler(requested: threading.Event) -> None:

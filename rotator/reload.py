@@ -152,8 +152,6 @@ class Reloader:
 
     def reload(self, why: str) -> Plan | None:
         """Apply the configuration as it is now; None when it was refused."""
-        from rotator.app import job_deadline, probe_interval
-
         app = self._app
         record = getattr(app.observer, "reload", None)
         try:
@@ -182,13 +180,7 @@ class Reloader:
             return diff
         for name in diff.removed:
             app.forget(name)
-        self._daemon.apply(
-            add=rotators,
-            remove=(*diff.removed, *diff.changed),
-            backoffs={c.name: app.backoff(c) for c in starting},
-            job_deadlines={c.name: job_deadline(c) for c in starting},
-            probe_intervals={c.name: probe_interval(c) for c in starting},
-        )
+        app.restart_chains(self._daemon, starting, rotators, (*diff.removed, *diff.changed))
         app.settings = settings
         if self._on_apply is not None:
             self._on_apply(diff)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TextIO
 
-from rotator.app import App, build_store
+from rotator.app import App
 from rotator.clock import format_instant
 from rotator.errors import EXIT_FAILED, EXIT_OK, RotatorError
 from rotator.schedule import Schedule
@@ -35,18 +35,13 @@ def collect(app: App) -> list[Row]:
     now = app.clock.now()
     rows: list[Row] = []
     stores = {
-        (cred.name, target.label): build_store(target, app.aws)
+        (cred.name, target.label): app.store(target)
         for cred in app.settings.credentials
         for target in cred.targets
     }
     batched = read_batched(stores.values())  # SSM: 10 a call; Secrets Manager: 20
     for cred in app.settings.credentials:
-        refresh = cred.refresh
-        schedule = Schedule(
-            ratio=refresh.ratio,
-            jitter_ratio=refresh.jitter_ratio,
-            safety_margin=timedelta(seconds=refresh.safety_margin_seconds),
-        )
+        schedule = app.schedule(cred)
         for target in cred.targets:
             store = stores[(cred.name, target.label)]
             try:

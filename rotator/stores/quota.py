@@ -48,6 +48,7 @@ __all__ = [
     "projected_writes_per_day",
     "versions_created",
     "versions_line",
+    "write_rate_advice",
 ]
 
 log = logging.getLogger("rotator")
@@ -56,6 +57,9 @@ SM_VERSION_QUOTA = 100
 ENV_KEY = "ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY"
 DEFAULT_MAX_WRITES_PER_DAY = 90
 QUOTA_HOLD = timedelta(hours=1)
+# AWS's quotas page: writing more than about once every 10 minutes sustained piles up
+# versions toward the quota (advice; the gate below is what refuses).
+SM_ADVISED_WRITE_INTERVAL_SECONDS = 600.0
 _DAY_SECONDS = 86_400.0
 
 
@@ -197,3 +201,21 @@ def versions_line(store: TokenStore, now: datetime) -> str | None:
     if count is None:
         return None
     return f"{count} of {SM_VERSION_QUOTA} versions created in the last 24 h"
+
+
+def write_rate_advice(credential: Credential, token: Token) -> str | None:
+    """A warning when a Secrets Manager target would be written faster than AWS advises."""
+    sm_targets = [t.ref for t in credential.targets if t.type == "secretsmanager"]
+    if not sm_targets:
+        return None
+    interval = token.lifetime.total_seconds() * credential.refresh.ratio
+    advised_lifespan = SM_ADVISED_WRITE_INTERVAL_SECONDS / credential.refresh.ratio
+    if interval >= SM_ADVISED_WRITE_INTERVAL_SECONDS:
+        return None
+    return (
+        f"credential={credential.name} secretsmanager target(s) {', '.join(sm_targets)} "
+        f"will be written every ~{interval:.0f} s; AWS advises at most one PutSecretValue "
+        f"per ~{SM_ADVISED_WRITE_INTERVAL_SECONDS:.0f} s sustained (versions pile up toward "
+        "the quota). Use an ssm target for short-lived tokens, or raise the client's access "
+        f"token lifespan to at least {advised_lifespan:.0f} s"
+    )

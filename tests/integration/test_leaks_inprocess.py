@@ -75,7 +75,7 @@ def test_reprs_and_strs_are_redacted(
     objects: dict[str, object] = {
         "Settings": settings,
         "Credential": cred,
-        "SecretSource": cred.secret_source,
+        "SecretSource": cred.require_client().secret_source,
         "Target": cred.targets[0],
         "Refresh": cred.refresh,
         "Secret": secret,

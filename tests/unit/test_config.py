@@ -105,13 +105,14 @@ def test_full_file_round_trips_every_contract_key(tmp_path: Path) -> None:
     assert settings.readiness_margin_seconds == 15.0
     prod, test = settings.credentials
     assert prod.name == "oms-prod"
-    assert prod.token_url.endswith("/realms/prod/protocol/openid-connect/token")
-    assert prod.client_id == "oms-client"
-    assert prod.secret_source == config.SecretSource(
+    assert prod.client is not None
+    assert prod.client.token_url.endswith("/realms/prod/protocol/openid-connect/token")
+    assert prod.client.client_id == "oms-client"
+    assert prod.client.secret_source == config.SecretSource(
         "client_secret_secretsmanager", "oms/client-secret", "eu-west-1"
     )
     assert prod.scope == "oms.read oms.write"
-    assert prod.auth_method == "client_secret_basic"
+    assert prod.client.auth_method == "client_secret_basic"
     assert prod.verify_url == "https://oms.example.com/oms-api/"
     assert prod.refresh == Refresh(
         ratio=0.8,
@@ -135,8 +136,9 @@ def test_full_file_round_trips_every_contract_key(tmp_path: Path) -> None:
     assert file.label == "file:/run/oms/token.json"
 
     # defaults, and `name` as the generic spelling of the target reference
-    assert test.secret_source == config.SecretSource("client_secret_env", "OMS_TEST_SECRET")
-    assert test.auth_method == "client_secret_post"
+    assert test.client is not None
+    assert test.client.secret_source == config.SecretSource("client_secret_env", "OMS_TEST_SECRET")
+    assert test.client.auth_method == "client_secret_post"
     assert test.scope is None and test.verify_url is None
     assert test.refresh == Refresh()
     assert test.targets[0].ref == "oms-test-token"
@@ -155,9 +157,9 @@ def test_rotator_config_variable_points_at_the_file(tmp_path: Path) -> None:
 def test_each_secret_source_is_accepted(source: str) -> None:
     data = without("client_secret_env")
     data["credentials"][0][source] = "ref-1"
-    cred = from_mapping(data).credentials[0]
-    assert cred.secret_source is not None
-    assert (cred.secret_source.kind, cred.secret_source.ref) == (source, "ref-1")
+    client = from_mapping(data).credentials[0].client
+    assert client is not None and client.secret_source is not None
+    assert (client.secret_source.kind, client.secret_source.ref) == (source, "ref-1")
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
@@ -305,7 +307,8 @@ def test_bad_top_level_values() -> None:
     ],
 )
 def test_plain_http_is_allowed_to_loopback(url: str) -> None:
-    assert from_mapping(base(token_url=url)).credentials[0].token_url == url
+    client = from_mapping(base(token_url=url)).credentials[0].client
+    assert client is not None and client.token_url == url
 
 
 @pytest.mark.parametrize(
@@ -337,8 +340,7 @@ def test_consumer_config_needs_no_client(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="token_url"):
         from_mapping(data)
     cred = from_mapping(data, require_client=False).credentials[0]
-    assert cred.secret_source is None
-    assert cred.token_url == "" and cred.client_id == ""
+    assert cred.client is None  # no client part: no empty strings standing in for one
     # what is given is still validated
     data["credentials"][0]["token_url"] = "http://sso.example.com/token"
     with pytest.raises(ConfigError, match="plain http"):
@@ -375,12 +377,15 @@ def test_env_convention_full() -> None:
     assert settings.metrics_port == 9100
     (cred,) = settings.credentials
     assert cred.name == "oms-prod"
-    assert cred.token_url == env["ROTATOR_TOKEN_URL"]
-    assert cred.client_id == "oms-client"
-    assert cred.secret_source == config.SecretSource("client_secret_env", "ROTATOR_CLIENT_SECRET")
+    assert cred.client is not None
+    assert cred.client.token_url == env["ROTATOR_TOKEN_URL"]
+    assert cred.client.client_id == "oms-client"
+    assert cred.client.secret_source == config.SecretSource(
+        "client_secret_env", "ROTATOR_CLIENT_SECRET"
+    )
     assert cred.scope == "oms.read"
     assert cred.verify_url == "https://oms.example.com/oms-api/"
-    assert cred.auth_method == "client_secret_basic"
+    assert cred.client.auth_method == "client_secret_basic"
     assert [(t.type, t.ref) for t in cred.targets] == [
         ("secretsmanager", "oms/token"),
         ("ssm", "/oms/token"),
@@ -397,7 +402,10 @@ def test_env_defaults_and_secret_file() -> None:
     env["ROTATOR_CLIENT_SECRET_FILE"] = "/run/secrets/oms"
     (cred,) = from_env(env).credentials
     assert cred.name == "default"
-    assert cred.secret_source == config.SecretSource("client_secret_file", "/run/secrets/oms")
+    assert cred.client is not None
+    assert cred.client.secret_source == config.SecretSource(
+        "client_secret_file", "/run/secrets/oms"
+    )
     assert cred.scope is None and cred.verify_url is None
     assert cred.targets[0].create is False
     assert cred.targets[0].format == "json"
@@ -453,7 +461,7 @@ def test_env_bad_values_name_the_variable_and_value(key: str, value: str) -> Non
 
 def test_env_consumer_needs_only_a_target() -> None:
     (cred,) = from_env({"ROTATOR_SSM_PARAMETER": "/oms/token"}, require_client=False).credentials
-    assert cred.secret_source is None
+    assert cred.client is None
     assert cred.targets[0].ref == "/oms/token"
     with pytest.raises(ConfigError):
         from_env({"ROTATOR_SSM_PARAMETER": "/oms/token"})

@@ -42,12 +42,12 @@ def error(**extra: Any) -> str:
 @pytest.mark.parametrize("source", ["env", "file", "secretsmanager", "ssm"])
 def test_private_key_jwt_with_each_key_source(source: str) -> None:
     c = load(auth_method="private_key_jwt", **{f"private_key_{source}": "ref"})
-    assert c.auth_method == "private_key_jwt"
-    assert c.secret_source is None
-    assert c.jwt == JwtAuth(
+    assert c.client.auth_method == "private_key_jwt"
+    assert c.client.secret_source is None
+    assert c.client.jwt == JwtAuth(
         signing_alg="RS256", key_source=SecretSource(f"private_key_{source}", "ref")
     )
-    assert c.jwt.assertion_lifetime_seconds == 60
+    assert c.client.jwt.assertion_lifetime_seconds == 60
 
 
 def test_private_key_jwt_all_keys() -> None:
@@ -59,7 +59,7 @@ def test_private_key_jwt_all_keys() -> None:
         signing_alg="ES256",
         assertion_lifetime_seconds=30,
     )
-    assert c.jwt == JwtAuth(
+    assert c.client.jwt == JwtAuth(
         signing_alg="ES256",
         key_source=SecretSource("private_key_secretsmanager", "oms/key", "eu-west-1"),
         key_id="kid-1",
@@ -69,8 +69,8 @@ def test_private_key_jwt_all_keys() -> None:
 
 def test_client_secret_jwt_signs_hs256_with_the_client_secret() -> None:
     c = load(auth_method="client_secret_jwt", client_secret_env="S")
-    assert c.secret_source == SecretSource("client_secret_env", "S")
-    assert c.jwt == JwtAuth(signing_alg="HS256")
+    assert c.client.secret_source == SecretSource("client_secret_env", "S")
+    assert c.client.jwt == JwtAuth(signing_alg="HS256")
 
 
 def test_inline_private_key_is_refused_without_echoing_it() -> None:
@@ -133,7 +133,7 @@ def test_bad_jwt_settings(extra: dict[str, Any], needle: str) -> None:
 
 
 def test_secret_methods_have_no_jwt_settings() -> None:
-    assert load(client_secret_env="S").jwt is None
+    assert load(client_secret_env="S").client.jwt is None
 
 
 def test_extra_params_are_kept_in_order_and_lists_repeat() -> None:
@@ -197,7 +197,7 @@ def test_env_private_key_jwt() -> None:
             "ROTATOR_SIGNING_ALG": "PS256",
         }
     )
-    c = settings.credentials[0]
+    c = settings.credentials[0].client
     assert c.secret_source is None
     assert c.jwt == JwtAuth(
         signing_alg="PS256",
@@ -207,9 +207,11 @@ def test_env_private_key_jwt() -> None:
 
 
 def test_env_client_secret_jwt() -> None:
-    c = from_env(
-        {**ENV, "ROTATOR_AUTH_METHOD": "client_secret_jwt", "ROTATOR_CLIENT_SECRET": "s"}
-    ).credentials[0]
+    c = (
+        from_env({**ENV, "ROTATOR_AUTH_METHOD": "client_secret_jwt", "ROTATOR_CLIENT_SECRET": "s"})
+        .credentials[0]
+        .client
+    )
     assert c.jwt == JwtAuth(signing_alg="HS256")
     assert c.secret_source == SecretSource("client_secret_env", "ROTATOR_CLIENT_SECRET")
 

@@ -66,11 +66,11 @@ def test_one_pacer_per_group_and_region() -> None:
 
 
 def test_capacity_line_says_when_a_region_cannot_be_sustained() -> None:
-    from rotator.config import Credential, Target
+    from rotator.config import Client, Credential, Target
     from rotator.pacing import capacity_lines
 
     def cred(k: int, target: Target) -> Credential:
-        return Credential(f"c{k}", "http://127.0.0.1/t", "id", None, (target,))
+        return Credential(f"c{k}", (target,), Client("http://127.0.0.1/t", "id", None))
 
     ssm = [cred(k, Target("ssm", f"/p{k}")) for k in range(1000)]
     west = [cred(1000 + k, Target("ssm", f"/w{k}", region="eu-west-1")) for k in range(3)]

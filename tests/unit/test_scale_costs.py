@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from rotator import commands
 from rotator.app import build
 from rotator.config import from_mapping
 from rotator.retry import Backoff
@@ -161,7 +160,7 @@ def test_write_rate_advice_finds_the_credential_by_name(clock: FakeClock) -> Non
     app = build(settings, clock=clock, session=FakeSession(), env={"OMS_SECRET": "x"})
     app.settings = dataclasses.replace(settings, credentials=CountingTuple(settings.credentials))
     CountingTuple.walks = 0
-    advise = commands._CurrentAdvice(app)
+    advise = app.advise
     short = make_token(clock.now(), lifetime=300)  # 300 s: a version every 225 s
     advice = [advise(f"c{k}", short) for k in range(300)]
     assert all(a and f"c{k}" in a for k, a in enumerate(advice)), advice[:2]
