@@ -38,7 +38,7 @@ from tests.harness.history import (
     token_of,
 )
 from tests.harness.probes import health, metric
-from tests.harness.process import assert_no_traceback, run_once, wait_until
+from tests.harness.process import assert_no_traceback, log_time, run_once, wait_until
 from tests.harness.schedule import (
     RETRY_IN,
     ROUNDING,
@@ -215,7 +215,13 @@ def test_stalled_endpoint_times_out_without_leaks_and_never_delays_another(
     # each cycle is one read timeout plus one capped back-off, no faster
     waits = planned_waits(timeouts)
     assert all(w == cap for w in waits), waits
-    assert_never_early([r.time for r in stalled], [read_timeout + w for w in waits])
+    # the next stalled request reached the proxy no sooner than the back-off planned at
+    # the timeout before it (from the daemon's log line: the proxy's own arrival times
+    # can be late under load, which would make the next interval look short)
+    pairs = min(len(timeouts), len(stalled) - 1)
+    assert pairs >= 9, (len(timeouts), len(stalled))
+    for line, nxt, wait in zip(timeouts[:pairs], stalled[1 : pairs + 1], waits, strict=False):
+        assert nxt.time - log_time(line.text) >= wait - ROUNDING, (line.text, nxt.time, wait)
     # no leak: threads and descriptors stay where they were after warm-up
     threads, fds = zip(*samples, strict=True)
     assert final[0] <= baseline[0] + 1 and max(threads) <= baseline[0] + 2, samples
