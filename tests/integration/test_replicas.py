@@ -1,19 +1,20 @@
 """Several replicas on one credential and one target, with no coordinator of ours.
 
 Three ``rotator run`` daemons share a credential and a target (Secrets Manager,
-SSM or a file) for five token lifetimes against a KeycloakStub issuing 3 s
-tokens. A reader thread reads the target all along, as a consumer would: the
+SSM or a file) for four token lifetimes against a KeycloakStub issuing 5 s
+tokens (3 s tokens left a loaded 2-core machine too little room: a refresh delayed
+0.8 s let a token expire). A reader thread reads the target all along, as a consumer would: the
 token it finds is never expired and its ``expires_at`` never goes backwards.
 
 The duplicate-fetch rate is the number of token requests beyond one per refresh
 period, per refresh period (0 means the replicas never fetched twice for one
 period; 2 would mean all three always did). Requests are grouped into refresh
 periods by time (a period's requests come within a fraction of a second, periods
-are ~2 s apart). The first period is the cold start (every replica finds the
+are ~3.5 s apart). The first period is the cold start (every replica finds the
 target empty at once) and is reported apart. Figures are printed and written to
 ``<pytest basetemp>/replicas-<target>.json``; the steady state is bounded per target
 (``STEADY_FETCHES_BOUND``, from measurements). Duplicate fetches come from the schedule
-(replicas due within 150 ms of each other, a run longer than the gap), never from a
+(replicas due within 250 ms of each other, a run longer than the gap), never from a
 replica missing a newer token: that is checked in order from the daemons' logs.
 """
 
@@ -43,14 +44,14 @@ from tests.harness.watch import StoreWatcher
 
 pytestmark = pytest.mark.timeout(120)
 
-LIFESPAN = 3.0
-LIFETIMES = 5
+LIFESPAN = 5.0
+LIFETIMES = 4
 REPLICAS = 3
 # Requests less than this apart belong to one refresh period. Replicas that are due
-# together fetch within the jitter (5 % of 3 s) plus a few ms; successive periods are
-# at least ~1.1 s apart (refresh at 70-75 % of a lifetime counted from a whole second).
+# together fetch within the jitter (5 % of 5 s) plus a few ms; successive periods are
+# at least ~2.5 s apart (refresh at 70-75 % of a lifetime counted from a whole second).
 PERIOD_GAP = 0.6
-# Token requests per steady refresh period, at most. Measured (3 replicas, 3 s tokens, 8
+# Token requests per steady refresh period, at most. Measured with 3 s tokens (3 replicas, 8
 # periods, load average 8 on 2 cores, two runs): Secrets Manager 1.875 and 2.5, file 1.75,
 # SSM 2.75; later (load average ~6): SM 1.875 twice, SSM 2.125 and 2.25, file 1.43. Why
 # replicas fetch twice in one period, SSM included: the three are due within the jitter
