@@ -7,6 +7,7 @@ the HTTP call, its timeouts and its size cap.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
@@ -64,18 +65,27 @@ MAX_BODY_BYTES = 1 << 20  # a token response is a few KB; cap what we read
 def check_http_url(url: str, where: str) -> None:
     """https, or plain http to loopback only, judged on the host the HTTP library will
     actually connect to; a URL whose host two parsers read differently is refused."""
+    problem = _url_problem(url)
+    if problem is not None:
+        raise ConfigError(where + problem)
+
+
+@functools.lru_cache(maxsize=256)
+def _url_problem(url: str) -> str | None:
+    """What check_http_url refuses in ``url`` (None: nothing). A pure function of the URL,
+    remembered: every token client checks its URL, and 5,000 credentials share a few
+    (two URL parsers and an address parse each: ~80 us, 0.4 s of a 5,000-credential start)."""
     try:
         parts = urlsplit(url)
         hostname = (parts.hostname or "").lower()
         host = connect_host(url)
     except ValueError:  # no cause: the parser's text may quote the URL, user info included
-        raise ConfigError(f"{where} is not a valid URL") from None
+        return " is not a valid URL"
     if host != hostname:
-        raise ConfigError(f"{where}: the URL's host is ambiguous, refused: {safe_url(url)!r}")
+        return f": the URL's host is ambiguous, refused: {safe_url(url)!r}"
     if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(host)):
-        raise ConfigError(
-            f"{where}: plain http:// is refused except to loopback: {safe_url(url)!r}"
-        )
+        return f": plain http:// is refused except to loopback: {safe_url(url)!r}"
+    return None
 
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
