@@ -198,7 +198,6 @@ class App:
     _secrets: dict[str, SecretProvider] = field(default_factory=dict, repr=False)
     _keys: dict[str, KeyProvider] = field(default_factory=dict, repr=False)
     _proxies: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict, repr=False)
-    _tls: dict[str | None, str | bool] = field(default_factory=dict, repr=False)
 
     def http(self) -> requests.Session:
         if self.session is None:
@@ -214,14 +213,6 @@ class App:
         if found is None:
             found = self._proxies[key] = proxies_for(url)
         return dict(found)
-
-    def tls(self, ca_bundle: str | None) -> str | bool:
-        """tls_verify, once per bundle until forget(): the environment's bundle is opened to
-        check it (~40 us), 5,000 times at start-up with 5,000 credentials."""
-        found = self._tls.get(ca_bundle)
-        if found is None:
-            found = self._tls[ca_bundle] = tls_verify(ca_bundle, self.env)
-        return found
 
     def stores(self, credential: Credential) -> list[TokenStore]:
         timeouts = timeouts_of(credential)
@@ -296,7 +287,7 @@ class App:
             scope=credential.scope,
             timeout=timeouts_of(credential),
             deadline=refresh.request_deadline_seconds,
-            verify=self.tls(credential.ca_bundle),
+            verify=tls_verify(credential.ca_bundle, self.env),
             proxies=self.proxies(credential.token_url),
             on_request=lambda grant, outcome: observer.token_request(name, grant, outcome),
         )
@@ -308,7 +299,7 @@ class App:
         check_http_url(url, "verify_url")
         refresh = credential.refresh
         session = self.http()
-        tls = self.tls(credential.ca_bundle)
+        tls = tls_verify(credential.ca_bundle, self.env)
         proxies = self.proxies(url)
 
         def verify(token: Token) -> None:
@@ -333,7 +324,7 @@ class App:
             return None
         options = probe.HttpOptions(
             timeout=timeouts_of(credential),
-            verify=self.tls(credential.ca_bundle),
+            verify=tls_verify(credential.ca_bundle, self.env),
             proxies=self.proxies(url),
             deadline=credential.refresh.request_deadline_seconds,
         )
@@ -348,7 +339,6 @@ class App:
         changed or removed it."""
         self._secrets.pop(name, None)
         self._keys.pop(name, None)
-        self._tls.clear()
 
     def rotator(self, credential: Credential) -> CredentialRotator:
         from rotator.stores.quota import gate_for

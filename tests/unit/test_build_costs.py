@@ -1,12 +1,11 @@
 """Building many rotators does per credential only what differs per credential: the
-token URL's check (two URL parsers and an address parse) once per URL, the environment's
-CA bundle opened once per App (again after a reload's forget()), and the Secrets Manager
-write quota looked up in the environment only for credentials that have such a target."""
+token URL's check (two URL parsers and an address parse) once per URL, and the Secrets
+Manager write quota looked up in the environment only for credentials that have such a
+target."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,10 +52,10 @@ class CountingEnv(Mapping[str, str]):
 def test_a_token_url_is_checked_once_for_every_credential(clock: FakeClock) -> None:
     settings = from_mapping({"credentials": [_cred(k) for k in range(50)]})
     app = build(settings, clock=clock, session=FakeSession(), env={"OMS_SECRET": "x"})
-    oauth._url_problem.cache_clear()
+    oauth.check_http_url.cache_clear()
     for credential in settings.credentials:
         app.token_client(credential)
-    info = oauth._url_problem.cache_info()
+    info = oauth.check_http_url.cache_info()
     assert (info.misses, info.hits) == (1, 49)
 
 
@@ -67,23 +66,6 @@ def test_a_refused_url_is_refused_every_time_naming_where() -> None:
     with pytest.raises(ConfigError, match="^probe_url is not a valid URL$"):
         oauth.check_http_url("https://[::1/token", "probe_url")
     oauth.check_http_url("http://127.0.0.1:8080/token", "token_url")  # loopback: accepted
-
-
-def test_the_environments_ca_bundle_is_opened_once_until_forget(
-    clock: FakeClock, tmp_path: Path
-) -> None:
-    bundle = tmp_path / "ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    env = {"OMS_SECRET": "x", "REQUESTS_CA_BUNDLE": str(bundle)}
-    settings = from_mapping({"credentials": [_cred(k) for k in range(20)]})
-    app = build(settings, clock=clock, session=FakeSession(), env=env)
-    clients = [app.token_client(c) for c in settings.credentials]
-    assert {client._verify for client in clients} == {str(bundle)}
-    bundle.unlink()  # checked already: building more does not open it again
-    app.token_client(settings.credentials[0])
-    app.forget("c0")  # a reload changed a credential: the next build checks again
-    with pytest.raises(ConfigError, match="REQUESTS_CA_BUNDLE: CA bundle not found"):
-        app.token_client(settings.credentials[0])
 
 
 def test_the_quota_variable_is_read_only_for_secrets_manager_targets(clock: FakeClock) -> None:
