@@ -185,6 +185,26 @@ class CredentialRotator:
         # from one batch, and a scan of it per rotator is quadratic in the credentials
         self._seeded = {s.name: readings[s.name] for s in self.stores if s.name in readings}
 
+    def adopt_seeded(self) -> StepResult | None:
+        """The step ``rotate()`` would take now, when the seeded readings decide it without
+        a call: every target was read in the batch, their newest token is not due, and
+        every target holds it already. That token is adopted (the same effects as the
+        step); None otherwise, and nothing changes (the next step reads and decides)."""
+        with self._lock:
+            seeded = self._seeded
+            if self._pending is not None or self._revoked is not None:
+                return None
+            if not seeded or any(store.name not in seeded for store in self.stores):
+                return None
+            readings = list(seeded.values())
+            best = _newest(reading.token for reading in readings)
+            if best is None or self.schedule.is_due(best, self._clock.now()):
+                return None
+            if any(r.token is None or r.token.expires_at < best.expires_at for r in readings):
+                return None  # a target is behind: the step writes to it
+            self._seeded = {}
+            return self._adopt(best, dict(seeded))
+
     def would_hold(self, store: str, token: Token) -> Held | None:
         """Whether a write of ``token`` to ``store`` would be held back now (for `check`)."""
         return None if self._gate is None else self._gate.check(store, token)

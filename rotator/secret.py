@@ -8,7 +8,7 @@ with the log filter as a last line of defence.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 _REDACTED = "**********"
 
@@ -88,7 +88,10 @@ class _Registry:
     def scrub(self, text: str) -> str:
         index = self._index
         # where a known value may end (a dict lookup is atomic: no lock for the common case)
-        ends = [i + _KEY for i in range(len(text) - _KEY + 1) if text[i : i + _KEY] in index]
+        if len(index) <= _FEW_KEYS:  # a few secrets (no token fetched yet): C-speed finds
+            ends = [end for key in list(index) for end in _ends(text, key)]
+        else:
+            ends = [i + _KEY for i in range(len(text) - _KEY + 1) if text[i : i + _KEY] in index]
         if not ends:
             return text
         runs: list[tuple[int, int]] = []
@@ -109,6 +112,20 @@ class _Registry:
             at = max(at, end)
         parts.append(text[at:])
         return "".join(parts)
+
+
+# Up to this many index keys, ``scrub`` finds each key in the text (str.find, in C)
+# instead of looking up every window of it: ~2 instead of ~24 us for a 100-character
+# line (0.1 s of the 5,000 log lines of a 5,000-credential start-up).
+_FEW_KEYS = 8
+
+
+def _ends(text: str, key: str) -> Iterator[int]:
+    """Where each occurrence of ``key`` in ``text`` ends (overlapping ones too)."""
+    at = text.find(key)
+    while at >= 0:
+        yield at + _KEY
+        at = text.find(key, at + 1)
 
 
 REGISTRY = _Registry()

@@ -162,14 +162,11 @@ def gate_for(
 
     A target's own ``max_writes_per_day`` wins; else ``ROTATOR_SECRETSMANAGER_MAX_WRITES_PER_DAY``
     (in both configuration modes); else 90."""
+    targets = [target for target in credential.targets if target.type == "secretsmanager"]
+    if not targets:
+        return None  # before the environment is read: 5,000 SSM credentials, 5,000 reads
     default = _env_limit(env)
-    limits = {
-        target.label: target.max_writes_per_day or default
-        for target in credential.targets
-        if target.type == "secretsmanager"
-    }
-    if not limits:
-        return None
+    limits = {target.label: target.max_writes_per_day or default for target in targets}
     return VersionQuotaGate(credential.name, limits, schedule=schedule, clock=clock)
 
 

@@ -427,8 +427,8 @@ def startup_timeline(log_path: Path, launched: float, startup: list[Any], adopte
         f"{reads[0] - launched:.1f} (interpreter, imports, configuration, building the "
         f"rotators), last at {reads[-1] - launched:.1f} ({len(reads)} batch reads, 8 in "
         f"flight, paced), `daemon started` at {started - launched:.1f}, last adoption at "
-        f"{adopted_at - launched:.1f} (scheduling every credential's first step, which "
-        "adopts its seeded reading)."
+        f"{adopted_at - launched:.1f} (each credential's seeded reading adopted as the "
+        "daemon starts, its refresh scheduled: an APScheduler job and a log line each)."
     )
 
 

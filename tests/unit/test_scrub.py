@@ -7,6 +7,8 @@ import io
 import logging
 import threading
 
+import pytest
+
 from rotator.logs import _Handler, _ScrubbingFormatter
 from rotator.secret import _Registry
 
@@ -94,3 +96,41 @@ def test_values_sharing_a_long_prefix_as_jwts_do_are_each_masked() -> None:
     reg = registry(*(f"{header}payload{i:05d}.sig{i:05d}" for i in range(4096)))
     text = f"x {header}payload00042.sig00042 y {header}payload00042.sig00043 z"
     assert reg.scrub(text) == f"x {MASK} y {header}payload00042.sig00043 z"
+
+
+class CountingText(str):
+    """A text that counts the slices taken of it (the window scan takes one a character)."""
+
+    slices = 0
+
+    def __getitem__(self, key: object) -> str:  # type: ignore[override]
+        type(self).slices += 1
+        return str.__getitem__(self, key)  # type: ignore[index]
+
+
+def test_a_few_secrets_are_found_without_scanning_every_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import rotator.secret as secret
+
+    values = ("alpha-beta", "beta-gamma", "secret", "shared-prefix", "shared-prefix-and-more")
+    texts = [
+        "x alpha-beta-gamma y",
+        "secretsecret xsecret secre <shared-prefix-and-more> <shared-prefix-and>",
+        "nothing here at all",
+        "",
+    ]
+    few = registry(*values)
+    assert len(few._index) <= secret._FEW_KEYS
+    CountingText.slices = 0
+    assert few.scrub(CountingText("a log line of a hundred characters " * 3)).startswith("a log")
+    assert CountingText.slices == 0  # no window of it looked up
+    fast = [few.scrub(t) for t in texts]
+    assert fast[0] == f"x {MASK} y"
+    assert fast[1] == f"{MASK} x{MASK} secre <{MASK}> <{MASK}-and>"
+    # the same masks as the scan of every window (forced by a threshold below zero)
+    monkeypatch.setattr(secret, "_FEW_KEYS", -1)
+    assert fast == [few.scrub(t) for t in texts]
+    CountingText.slices = 0
+    few.scrub(CountingText("a log line"))
+    assert CountingText.slices > 0
