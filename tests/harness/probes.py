@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -35,6 +36,20 @@ def page(port: int, path: str) -> tuple[int, str]:
 def health(port: int, path: str) -> tuple[int, dict[str, Any]]:
     response = requests.get(f"http://127.0.0.1:{port}{path}", timeout=30)
     return response.status_code, response.json()
+
+
+def state_between_attempts(port: int, credential: str, *, tries: int = 100) -> dict[str, Any]:
+    """A failing credential's /healthz entry, asked until no attempt is running: between
+    two attempts it says "failing"; a loaded machine may answer while the next one runs
+    ("running"). Fails when every answer was "running"."""
+    for _ in range(tries):
+        status, live = health(port, "/healthz")
+        assert status == 200, live
+        state: dict[str, Any] = live["credentials"][credential]
+        if state["state"] != "running":
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"{credential}: an attempt running at each of {tries} asks")
 
 
 def metric(port: int, name: str) -> float:

@@ -27,7 +27,7 @@ from tests.harness.history import (
     aws_readers,
     token_of,
 )
-from tests.harness.probes import health, metric
+from tests.harness.probes import health, metric, state_between_attempts
 from tests.harness.process import assert_no_traceback, log_time, run_once
 from tests.harness.schedule import (
     assert_never_early,
@@ -217,15 +217,7 @@ def test_daemon_access_denied_retries_at_cap_and_reports_unhealthy(
         port = daemon.metrics_port()
         failures = daemon.wait_for(r"rotation failed credential=oms", count=5, timeout=60)
         assert daemon.proc.poll() is None
-        # between two attempts (1 s apart) the credential is "failing"; asked while the
-        # next attempt runs (a loaded machine answers late) it is "running": ask again
-        for _ in range(100):
-            status, live = health(port, "/healthz")
-            assert status == 200
-            state = live["credentials"]["oms"]
-            if state["state"] != "running":
-                break
-            time.sleep(0.05)
+        state = state_between_attempts(port, "oms")
         assert state["consecutive_failures"] >= 5
         assert state["state"] == "failing" and "last_error" not in state  # details: the log
         assert "secretsmanager:PutSecretValue" in daemon.log()

@@ -7,6 +7,7 @@ rejects, a token shorter than the readiness margin, a rotation stuck on the netw
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,9 +68,13 @@ def test_never_ready_when_the_token_endpoint_rejects_the_client(
         "seconds_left": None,
         "targets_behind": [],
     }
-    health = daemon.get("/healthz")
-    assert health.status_code == 200  # alive: the scheduler keeps trying
-    state = health.json()["credentials"][CREDENTIAL]
+    for _ in range(100):  # between two attempts it says "failing"; during one "running"
+        health = daemon.get("/healthz")
+        assert health.status_code == 200  # alive: the scheduler keeps trying
+        state = health.json()["credentials"][CREDENTIAL]
+        if state["state"] != "running":
+            break
+        time.sleep(0.05)
     assert state["consecutive_failures"] >= 2
     assert state["state"] == "failing" and "last_error" not in state  # details: the log
     assert "Invalid client or Invalid client credentials" in daemon.stderr
