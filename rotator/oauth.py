@@ -249,6 +249,9 @@ class TokenClient:
                     stream=True,
                     allow_redirects=False,
                 )
+            # `from None` below on purpose: requests' and urllib3's exceptions quote the
+            # whole URL (its query too) and the pool's repr, which the debug chain of causes
+            # would print; the messages name the exception type instead.
             except requests.Timeout:
                 self._on_request(grant_type, "timeout")
                 raise TokenEndpointUnavailable(
@@ -328,7 +331,7 @@ class TokenClient:
                         status=response.status_code,
                     )
                 chunks.append(chunk)
-        except requests.RequestException as exc:
+        except requests.RequestException as exc:  # `from None`: see _post_with
             if deadline.expired():
                 raise self._past_deadline(where, response.status_code) from None
             raise TokenEndpointUnavailable(
@@ -367,7 +370,7 @@ def verify_token(
                 allow_redirects=False,
                 stream=True,
             )
-        except requests.RequestException as exc:
+        except requests.RequestException as exc:  # `from None`: see TokenClient._post_with
             if limit.expired():
                 raise VerificationUnavailable(
                     f"{where}: no answer within the {deadline:g} s deadline"

@@ -196,7 +196,7 @@ def url(value: Any, where: str) -> str:
         parts = urlsplit(text)
         has_userinfo = "@" in parts.netloc
         hostname = parts.hostname
-    except ValueError:
+    except ValueError:  # its message quotes the URL, user info (a password) included
         raise invalid from None
     # Before any message that echoes the URL: user info may hold a password.
     if has_userinfo:
