@@ -311,3 +311,26 @@ class RecordingObserver:
 
     def retry(self, credential: str, error: BaseException) -> None:
         self.events.append(("retry", credential, error))
+
+
+def memory_daemon(clock: Any, count: int) -> tuple[Any, list[Any]]:
+    """A Daemon over ``count`` rotators ``c0``, ``c1``... (a FakeFetcher and a MemoryStore
+    ``m0``, ``m1``... each), no jitter, on ``clock``; its scheduler is the caller's."""
+    from rotator.retry import Backoff
+    from rotator.rotation import CredentialRotator, NullObserver
+    from rotator.scheduler import Daemon
+
+    rotators = [
+        CredentialRotator(
+            f"c{k}", fetcher=FakeFetcher(clock), stores=[MemoryStore(f"m{k}")], clock=clock
+        )
+        for k in range(count)
+    ]
+    daemon = Daemon(
+        rotators,
+        clock=clock,
+        backoff=Backoff(initial=1.0, cap=30.0, jitter=0.0),
+        observer=NullObserver(),
+        scheduler_now=clock.now,
+    )
+    return daemon, rotators

@@ -6,11 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from rotator.retry import Backoff
-from rotator.rotation import CredentialRotator, NullObserver
-from rotator.scheduler import Daemon
-from rotator.stores.memory import MemoryStore
-from tests.fakes import FakeClock, FakeFetcher, FakeScheduler
+from tests.fakes import FakeClock, FakeScheduler, memory_daemon
 
 
 class StoreScheduler(FakeScheduler):
@@ -35,19 +31,7 @@ class StoreScheduler(FakeScheduler):
 
 
 def test_only_jobs_still_in_the_store_are_fired(clock: FakeClock) -> None:
-    rotators = [
-        CredentialRotator(
-            f"c{i}", fetcher=FakeFetcher(clock), stores=[MemoryStore(f"m{i}")], clock=clock
-        )
-        for i in range(3)
-    ]
-    daemon = Daemon(
-        rotators,
-        clock=clock,
-        backoff=Backoff(initial=1.0, cap=30.0, jitter=0.0),
-        observer=NullObserver(),
-        scheduler_now=clock.now,
-    )
+    daemon, rotators = memory_daemon(clock, 3)
     scheduler = StoreScheduler()
     daemon._scheduler = scheduler
     for rot in rotators:

@@ -22,7 +22,14 @@ from rotator.scheduler import Daemon
 from rotator.stores import batch
 from rotator.stores.base import Reading
 from rotator.stores.memory import MemoryStore
-from tests.fakes import FakeClock, FakeFetcher, FakeScheduler, FakeSession, make_token
+from tests.fakes import (
+    FakeClock,
+    FakeFetcher,
+    FakeScheduler,
+    FakeSession,
+    make_token,
+    memory_daemon,
+)
 
 
 class CountingList(list[Any]):
@@ -80,19 +87,7 @@ def test_seeding_looks_up_only_the_rotators_own_targets(clock: FakeClock) -> Non
 
 
 def test_a_step_does_not_walk_every_chain(clock: FakeClock) -> None:
-    rotators = [
-        CredentialRotator(
-            f"c{k}", fetcher=FakeFetcher(clock), stores=[MemoryStore(f"m{k}")], clock=clock
-        )
-        for k in range(200)
-    ]
-    daemon = Daemon(
-        rotators,
-        clock=clock,
-        backoff=Backoff(initial=1.0, cap=30.0, jitter=0.0),
-        observer=NullObserver(),
-        scheduler_now=clock.now,
-    )
+    daemon, rotators = memory_daemon(clock, 200)
     scheduler = FakeScheduler()
     daemon._scheduler = scheduler
     daemon.rotators = CountingList(daemon.rotators)
@@ -122,19 +117,7 @@ class CountingDict(dict[str, Any]):
 
 
 def test_the_poll_loop_does_not_walk_every_deadline(clock: FakeClock) -> None:
-    rotators = [
-        CredentialRotator(
-            f"c{k}", fetcher=FakeFetcher(clock), stores=[MemoryStore(f"m{k}")], clock=clock
-        )
-        for k in range(500)
-    ]
-    daemon = Daemon(
-        rotators,
-        clock=clock,
-        backoff=Backoff(initial=1.0, cap=30.0, jitter=0.0),
-        observer=NullObserver(),
-        scheduler_now=clock.now,
-    )
+    daemon, rotators = memory_daemon(clock, 500)
     daemon._scheduler = FakeScheduler()
     for rotator in rotators:
         daemon._schedule(rotator, clock.now() + timedelta(hours=1))
