@@ -10,6 +10,7 @@ sockets; ``rotator.oauth.TokenClient`` sends the request and hands the answer he
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import math
 import re
@@ -54,8 +55,10 @@ class Grant:
         )
 
 
+@functools.lru_cache(maxsize=1024)
 def safe_url(url: str) -> str:
-    """The URL without query, fragment or user info, for messages."""
+    """The URL without query, fragment or user info, for messages (remembered: it is
+    asked for on every token request, of a handful of URLs)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:

@@ -104,6 +104,13 @@ def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Our lines show none of the caller's file and line, thread, process or
+    # multiprocessing name: the logging docs' "Optimization" settings skip collecting
+    # them (a stack walk and a getpid() for every record, two records a rotation).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for noisy in ("apscheduler", "botocore", "boto3", "urllib3", "s3transfer", "tenacity"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # APScheduler logs job exceptions with tracebacks; our jobs never raise, but be sure.

@@ -5,10 +5,22 @@ Writers on one machine serialise on ``fcntl.flock`` of a sidecar
 replaced by an earlier one. The value goes to a fresh temp file
 ``.<name>.tmp`` in the same folder (``O_CREAT|O_EXCL|O_NOFOLLOW``), which gets
 the target's owner, group and mode (default 0600) before anything is written
-to it, is fsynced and renamed over the target, then the folder is fsynced:
-readers see the old or the new value, never a torn one, and never a file with
-other permissions. The store refuses to follow a symlink or to replace anything
-that is not a regular file.
+to it, is fsynced and renamed over the target: readers see the old or the new
+value, never a torn one, and never a file with other permissions. The store
+refuses to follow a symlink or to replace anything that is not a regular file.
+
+The folder is not fsynced after the rename (it was, until issue 14: a third of a
+write's kernel time). The rename is atomic on its own; a folder fsync only makes
+it durable across a power loss, and after one the file holds the previous token,
+whole, which the daemon reads at its next start and replaces if it is due: for a
+token that lives minutes the durability bought nothing a user can see.
+
+A read that finds the file as it was last read (same inode, change and
+modification times, size: one ``lstat``) returns that reading instead of opening
+and decoding the file again: each step reads a target before it decides and again
+under the lock before it writes. A reading is remembered only when the file was
+last changed more than ``SETTLED_NS`` before it was read, so that a replacement
+within the file system's timestamp granularity (a few ms) cannot look unchanged.
 
 The temp file's name is fixed per target and only ever used under the lock, so
 a writer removes a dead writer's leftover by its name: a write never lists the
@@ -25,7 +37,8 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from rotator.errors import (
@@ -47,6 +60,8 @@ _LOCK_MODE = 0o600
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TRANSIENT = frozenset({errno.EAGAIN, errno.EINTR, errno.EIO, errno.ENOSPC, errno.EDQUOT})
+# A reading is remembered only of a file last changed longer ago than this (see above).
+SETTLED_NS = 1_000_000_000
 
 
 class FileStore:
@@ -60,6 +75,7 @@ class FileStore:
         mode: int = DEFAULT_MODE,
         uid: int | None = None,
         gid: int | None = None,
+        now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         if mode & ~0o777 or mode & 0o002:
             raise ValueError(f"file mode {mode:#o}: permission bits only, never world-writable")
@@ -70,6 +86,9 @@ class FileStore:
         self._mode = mode
         self._uid = uid
         self._gid = gid
+        # (inode, ctime, mtime, size) of the file last read, and that reading
+        self._known: tuple[tuple[int, int, int, int], Reading] | None = None
+        self._now_ns = now_ns  # the wall clock file times are compared with
 
     def __repr__(self) -> str:
         return f"FileStore({str(self._path)!r}, fmt={self._fmt!r}, mode={self._mode:#o})"
@@ -87,6 +106,19 @@ class FileStore:
         return self._path
 
     def get(self) -> Reading:
+        known = self._known
+        if known is not None:
+            try:
+                st = os.lstat(self._path)
+            except FileNotFoundError:
+                return Reading()
+            except OSError as exc:
+                raise self._error(exc, "read") from exc
+            if stat.S_ISREG(st.st_mode) and _identity(st) == known[0]:
+                return known[1]
+        return self._read()
+
+    def _read(self) -> Reading:
         try:
             fd = os.open(self._path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
@@ -101,7 +133,7 @@ class FileStore:
                     target=str(self._path),
                     action="read",
                 )
-            data = _read_all(fd)
+            data = _read_all(fd, st.st_size)
         except OSError as exc:
             raise self._error(exc, "read") from exc
         finally:
@@ -111,7 +143,10 @@ class FileStore:
             value = data.decode("utf-8")
         except UnicodeDecodeError:
             return Reading(value="", version=version, problem="file is not UTF-8 text")
-        return decode_reading(value, self._fmt, version)
+        reading = decode_reading(value, self._fmt, version)
+        settled = max(st.st_ctime_ns, st.st_mtime_ns) < self._now_ns() - SETTLED_NS
+        self._known = (_identity(st), reading) if settled else None
+        return reading
 
     def put(self, token: Token, basis: Reading | None = None) -> PutResult:
         # `basis` needs no special handling: under the lock the fresh read is
@@ -123,6 +158,7 @@ class FileStore:
             if current.holds_later(token):
                 return current.kept()
             version = self._write(value.encode("utf-8"))
+            self._known = None  # just written: the next read reads it
         return PutResult(token, is_ours=True, version=version)
 
     def ping(self) -> None:
@@ -163,18 +199,16 @@ class FileStore:
             raise self._error(exc.cause, "lock", self._lock_path) from exc.cause
 
     def _write(self, data: bytes) -> str:
-        folder = self._path.parent
         tmp = self._tmp_path
-        # Under the lock, an existing temp file is a dead writer's: remove it by name.
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise self._error(exc, "write", tmp) from exc
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
         try:
-            fd = os.open(tmp, flags, DEFAULT_MODE)
+            try:
+                fd = os.open(tmp, flags, DEFAULT_MODE)
+            except FileExistsError:
+                # Under the lock, an existing temp file is a dead writer's: remove it by
+                # name and create ours (O_EXCL: never a file someone else made).
+                tmp.unlink()
+                fd = os.open(tmp, flags, DEFAULT_MODE)
         except OSError as exc:
             raise self._error(exc, "write", tmp) from exc
         try:
@@ -195,7 +229,6 @@ class FileStore:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        _fsync_dir(folder)
         # rename keeps the inode and mtime, so this is what get() reports next.
         return f"{st.st_ino}:{st.st_mtime_ns}"
 
@@ -315,8 +348,14 @@ def sweep_temp_files(paths: Iterable[Path]) -> int:
     return removed
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
+def _read_all(fd: int, size: int) -> bytes:
+    """The whole file: one read when it returns exactly the size fstat gave although one
+    byte more was asked for (the end of the file); read on to the end otherwise (it grew,
+    shrank, or the file system answered short)."""
+    first = os.read(fd, size + 1)
+    if len(first) == size:
+        return first
+    chunks = [first]
     while chunk := os.read(fd, 65_536):
         chunks.append(chunk)
     return b"".join(chunks)
@@ -329,15 +368,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC)
-    except OSError as exc:
-        log.warning("cannot open folder %s to fsync it: %s", folder, exc.strerror)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        log.warning("fsync of folder %s failed: %s", folder, exc.strerror)
-    finally:
-        os.close(fd)
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes whenever a file is replaced or rewritten (see ``SETTLED_NS``)."""
+    return (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
