@@ -9,8 +9,8 @@ to it, is fsynced and renamed over the target: readers see the old or the new
 value, never a torn one, and never a file with other permissions. The store
 refuses to follow a symlink or to replace anything that is not a regular file.
 
-The folder is not fsynced after the rename (it was, until issue 14: a third of a
-write's kernel time). The rename is atomic on its own; a folder fsync only makes
+The folder is not fsynced after the rename (it was, until issue 14: three syscalls and
+0.17 ms of CPU per write). The rename is atomic on its own; a folder fsync only makes
 it durable across a power loss, and after one the file holds the previous token,
 whole, which the daemon reads at its next start and replaces if it is due: for a
 token that lives minutes the durability bought nothing a user can see.
