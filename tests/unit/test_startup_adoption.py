@@ -1,7 +1,8 @@
 """A daemon's start: a credential whose batch-read (seeded) readings hold a fresh token in
 every target is adopted right there, with a job's effects (state, metrics, the `adopted`
 log line, its next run scheduled), without a job of its own first; any other credential
-(due, missing, behind, never seeded) gets its first step as a job, as before."""
+(due, missing, behind, never seeded) has its first step queued for the start-up jobs
+(tests/unit/test_first_steps.py), which run it as a job would."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from rotator.retry import Backoff
 from rotator.rotation import CredentialRotator
-from rotator.scheduler import MIN_GAP_SECONDS, Daemon
+from rotator.scheduler import FIRST_STEPS, Daemon
 from rotator.stores.base import Reading, TokenStore
 from rotator.stores.memory import MemoryStore
 from rotator.token import Token, encode
@@ -95,14 +96,19 @@ def test_a_fresh_seeded_token_is_adopted_at_start_without_a_job(
     with caplog.at_level(logging.INFO, logger="rotator"):
         daemon._start_chains()
 
-    # one job per credential: the adopted one's is its refresh, the others' their first step
-    by_name = {job.args[0].name: job for job in scheduler.jobs}
-    assert sorted(by_name) == ["behind", "due", "fresh", "unseeded"]
-    assert len(scheduler.jobs) == 4
-    assert by_name["fresh"].run_date == T0 + seconds(125)  # its own schedule, not spread
-    first_step = T0 + seconds(MIN_GAP_SECONDS)
-    assert [by_name[n].run_date for n in ("behind", "due", "unseeded")] == [first_step] * 3
-    assert all(job.func == daemon._run for job in scheduler.jobs)
+    # the adopted one's job is its refresh; the others' first steps wait in the queue,
+    # due now, for one start-up job each (three of them: fewer than the workers)
+    refresh, *takers = scheduler.jobs
+    assert refresh.func == daemon._run and refresh.args == (rotators["fresh"],)
+    assert refresh.run_date == T0 + seconds(125)  # its own schedule, not spread
+    assert [n.name for n in daemon._first_steps] == ["due", "behind", "unseeded"]  # as configured
+    assert len(takers) == 3
+    assert all(job.func == daemon._take_first_steps for job in takers)
+    assert all(job.run_date == T0 and job.args == (job.id,) for job in takers)
+    assert all(job.id.startswith(f"{FIRST_STEPS}#") for job in takers)
+    for name in ("behind", "due", "unseeded"):
+        assert daemon.states[name].next_run_at == T0
+        assert (name, T0) in observer.of("scheduled")
 
     # the adoption's effects, as a job would have had them; no call made
     assert rotators["fresh"].token == fresh
