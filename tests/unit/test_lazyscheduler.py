@@ -146,3 +146,76 @@ def test_a_shutdown_during_a_pass_ends_it_quietly(monkeypatch: pytest.MonkeyPatc
     sched.state = STATE_RUNNING  # while running it is a real error, not hidden
     with pytest.raises(JobLookupError):
         sched._process_jobs()
+
+
+# -- the wake-up grid
+
+
+@pytest.mark.parametrize("now", [0.0, 12.345, 1e6 + 0.0999, 7.05])
+@pytest.mark.parametrize("wait", [0.0, 0.001, 0.05, 0.0999, 0.1, 3.0, 3600.0])
+def test_a_sleep_ends_at_its_slots_end_never_sooner_nor_a_slot_later(
+    now: float, wait: float
+) -> None:
+    from rotator.lazyscheduler import SLACK_SECONDS, slot_end
+
+    stretched = slot_end(wait, now)
+    assert wait <= stretched <= wait + SLACK_SECONDS + 1e-9
+    end = now + stretched
+    assert abs(end / SLACK_SECONDS - round(end / SLACK_SECONDS)) < 1e-6  # on the grid
+
+
+def test_jobs_due_in_one_slot_share_its_end() -> None:
+    from rotator.lazyscheduler import slot_end
+
+    now = 500.0
+    ends = {round(now + slot_end(due - now, now), 6) for due in (500.21, 500.25, 500.29)}
+    assert ends == {500.3}
+    assert round(now + slot_end(0.31, now), 6) == 500.4  # the next slot's
+
+
+class Added:
+    def __init__(self, run_at: datetime) -> None:
+        self.next_run_time = run_at
+
+
+def wakes(sched: LazyWakeScheduler, wake_at: datetime | None, run_at: datetime) -> bool:
+    """Whether adding a job due at `run_at` wakes a thread that sleeps until `wake_at`."""
+    event = CountingEvent()
+    sched._event = event
+    sched._wake_at, sched._adding = wake_at, Added(run_at)
+    try:
+        sched.wakeup()
+    finally:
+        sched._adding = None
+    return event.sets == 1
+
+
+def test_an_added_job_wakes_the_thread_only_if_due_before_the_slot_it_sleeps_for() -> None:
+    from rotator.lazyscheduler import SLACK_SECONDS
+
+    sched = LazyWakeScheduler(timezone=UTC)
+    wake_at = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    slack = timedelta(seconds=SLACK_SECONDS)
+    tick = timedelta(milliseconds=1)
+    assert not wakes(sched, wake_at, wake_at + timedelta(hours=1))  # later: seen then
+    assert not wakes(sched, wake_at, wake_at)
+    assert not wakes(sched, wake_at, wake_at - slack)  # in the slot: at most a slot late
+    assert wakes(sched, wake_at, wake_at - slack - tick)  # before it: would be too late
+    assert wakes(sched, None, wake_at)  # a thread waiting for a wake-up always wakes
+    sched._event = CountingEvent()
+    sched._wake_at, sched._adding = wake_at, None
+    sched.wakeup()  # not an add (modify_job, resume...): always
+    assert isinstance(sched._event, CountingEvent) and sched._event.sets == 1
+
+
+def test_the_thread_sleeps_to_a_slots_end(scheduler: LazyWakeScheduler) -> None:
+    from rotator.lazyscheduler import SLACK_SECONDS
+
+    add(scheduler, at(3600.0123), threading.Event())
+    settle(scheduler)
+    before = time.monotonic()
+    wait = scheduler._process_jobs()  # a pass, as the thread makes one
+    after = time.monotonic()
+    assert wait is not None and 3600.0123 - 1 < wait <= 3600.0123 + SLACK_SECONDS
+    off = (before + wait) % SLACK_SECONDS  # the grid point lies within [before, after]
+    assert min(off, SLACK_SECONDS - off) <= (after - before) + 1e-6
