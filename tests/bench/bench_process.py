@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -172,9 +173,10 @@ def run_one(
     moto: MotoProcess | None = None,
     profile: bool = False,
     neighbours: int = 0,
+    tag: str = "",
 ) -> ProcessRun:
-    workdir = SCRATCH / f"process-{kind}-{n}"
-    shutil.rmtree(workdir, ignore_errors=True)
+    workdir = SCRATCH / f"process-{kind}-{n}{tag}"
+    shutil.rmtree(workdir, ignore_errors=True)  # left by a run that did not finish
     folder = workdir / "out"
     folder.mkdir(parents=True)
     config, log_path = workdir / "rotator.toml", workdir / "daemon.log"
@@ -270,7 +272,17 @@ QUOTAS_OFF: dict[str, dict[str, str]] = {
     },
 }
 
-PLAN = (("file", 100), ("file", 1000), ("file", 5000), ("ssm", 1000), ("secretsmanager", 1000))
+# file x1,000 three times: one run moves by +-15 % (burst density, the host), and its
+# goals are read from the median of the three.
+PLAN = (
+    ("file", 100),
+    ("file", 1000),
+    ("file", 1000),
+    ("file", 1000),
+    ("file", 5000),
+    ("ssm", 1000),
+    ("secretsmanager", 1000),
+)
 SECONDS = {100: 60.0, 1000: 60.0, 5000: 90.0}
 COLD_START_GOAL_S = 3.0
 FILE_CPU_GOAL_MS = 3.0
@@ -291,11 +303,13 @@ def run(
 ) -> ProcessResult:
     """``ours``: section 2's "ours CPU ms" per target type from the same run, if it ran."""
     load_before = os.getloadavg()
-    runs = []
-    with stub_process() as token_url:
+    runs: list[ProcessRun] = []
+    with stub_process() as token_url, _token_files_removed_at_the_end() as made:
         for kind, n in plan:
             if quick and n > 1000:
                 continue
+            tag = f"-{sum(1 for r in runs if (r.target, r.credentials) == (kind, n))}"
+            made.append(SCRATCH / f"process-{kind}-{n}{tag}" / "out")
             run_ = run_one(
                 token_url,
                 kind,
@@ -303,6 +317,7 @@ def run(
                 seconds=40.0 if quick else SECONDS.get(n, 60.0),
                 moto=None if kind == "file" else moto,
                 profile=kind != "file",
+                tag=tag,
             )
             runs.append(run_)
             print(
@@ -321,6 +336,21 @@ def run(
         commit=commit.stdout.strip(),
         ours=dict(OURS_PUBLISHED if ours is None else ours),
     )
+
+
+@contextlib.contextmanager
+def _token_files_removed_at_the_end() -> Iterator[list[Path]]:
+    """The runs' token folders, removed when every run is done, not before each run: on
+    a file system without a journal (this machine's ext4) a file created in the minutes
+    after thousands of deletions in its folder's block group costs up to ~10x the CPU
+    (the kernel skips each recently freed inode), which would be the bench's doing, not
+    the daemon's."""
+    made: list[Path] = []
+    try:
+        yield made
+    finally:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -419,26 +449,41 @@ def _beside(run: ProcessRun) -> str:
     return f" (+{extra:,} other files in the folder)" if extra else ""
 
 
+def _median(values: list[float], unit: str) -> tuple[float, str]:
+    """The median of one plan row's runs, shown with the runs it is the median of."""
+    mid = statistics.median(values)
+    if len(values) == 1:
+        return mid, f"{mid:.2f} {unit}"
+    each = ", ".join(f"{x:.2f}" for x in values)
+    return mid, f"{mid:.2f} {unit} (median of {len(values)} runs: {each})"
+
+
 def _goals(runs: tuple[ProcessRun, ...]) -> list[Goal]:
-    by = {(r.target, r.credentials): r for r in runs if not r.neighbours}
+    by: dict[tuple[str, int], list[ProcessRun]] = {}
+    for r in runs:
+        if not r.neighbours:
+            by.setdefault((r.target, r.credentials), []).append(r)
     rows = []
     file1k = by.get(("file", 1000))
     if file1k:
-        cpu = file1k.cpu_ms_per_rotation
+        cpu, shown = _median([r.cpu_ms_per_rotation for r in file1k], "ms")
         what = "file, whole-process CPU / rotation at 1,000"
-        rows.append(Goal(what, "<= 3 ms", f"{cpu:.2f} ms", cpu <= FILE_CPU_GOAL_MS))
-        flat = [by[("file", n)].cpu_ms_per_rotation for n in (100, 1000, 5000) if ("file", n) in by]
+        rows.append(Goal(what, "<= 3 ms", shown, cpu <= FILE_CPU_GOAL_MS))
+        flat = [
+            statistics.median(r.cpu_ms_per_rotation for r in by[("file", n)])
+            for n in (100, 1000, 5000)
+            if ("file", n) in by
+        ]
         if len(flat) > 1:
             shown = " / ".join(f"{x:.2f}" for x in flat)
             measured = f"{shown} ms (max/min {max(flat) / min(flat):.2f})"
             what = "file at 100 / 1,000 / 5,000 in one folder"
             rows.append(Goal(what, "flat", measured, None, "see notes"))
-        cold = file1k.cold_start_s
+        cold, shown = _median([r.cold_start_s for r in file1k], "s")
         what = "cold start, 1,000 file targets"
-        rows.append(Goal(what, "<= 3 s", f"{cold:.2f} s", cold <= COLD_START_GOAL_S))
+        rows.append(Goal(what, "<= 3 s", shown, cold <= COLD_START_GOAL_S))
     for kind in ("ssm", "secretsmanager"):
-        r = by.get((kind, 1000))
-        if r:
+        for r in by.get((kind, 1000), [])[-1:]:
             boto = r.botocore_share
             share = f"{boto * 100:.0f} % in botocore" if boto is not None and boto == boto else ""
             what = f"{kind}, whole-process CPU / rotation at 1,000"
@@ -485,6 +530,9 @@ def main(argv: list[str]) -> int:
         with contextlib.ExitStack() as stack:
             aws = stack.enter_context(MotoProcess()) if kind != "file" else None
             url = stack.enter_context(stub_process())
+            stack.enter_context(_token_files_removed_at_the_end()).append(
+                SCRATCH / f"process-{kind}-{n}" / "out"
+            )
             one = run_one(
                 url, kind, n, seconds=secs, moto=aws, profile=aws is not None, neighbours=extra
             )

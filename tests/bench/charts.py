@@ -3,6 +3,7 @@ extra; without it nothing is drawn and the committed PNGs stay)."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,8 +77,20 @@ def process(result: ProcessResult) -> Path | None:
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    n = [r.credentials for r in files]
-    ax.plot(n, [r.cpu_ms_per_rotation for r in files], "o-", label="whole process")
+    by_n: dict[int, list[float]] = {}
+    for r in files:
+        by_n.setdefault(r.credentials, []).append(r.cpu_ms_per_rotation)
+    n = sorted(by_n)
+    medians = [statistics.median(by_n[k]) for k in n]
+    ax.plot(n, medians, "o-", label="whole process (median of the runs at N)")
+    if any(len(v) > 1 for v in by_n.values()):
+        ax.plot(
+            [r.credentials for r in files],
+            [r.cpu_ms_per_rotation for r in files],
+            "k.",
+            ms=4,
+            label="each run",
+        )
     if crowded:
         ax.plot(
             [r.credentials + r.neighbours for r in crowded],
