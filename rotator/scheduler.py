@@ -112,7 +112,8 @@ class Daemon:
         self._max_workers = max(1, max_workers)
         self._scheduler: Any = None
         self._started = threading.Event()
-        self._deadlines: dict[str, tuple[str, float]] = {}  # name -> (job id, monotonic)
+        # name (or a start-up taker's job id) -> (job id, monotonic)
+        self._deadlines: dict[str, tuple[str, float]] = {}
         # the same deadlines, earliest first (stale entries dropped as they surface): the
         # poll loop looks at the earliest only, not at every credential every second
         self._deadline_heap: list[tuple[float, str, str]] = []  # (monotonic, name, job id)
