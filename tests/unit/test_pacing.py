@@ -84,3 +84,39 @@ def test_capacity_line_says_when_a_region_cannot_be_sustained() -> None:
         "published late); use longer-lived tokens, fewer credentials per region, or a "
         "higher pace if AWS allows it",
     ]
+
+
+def test_a_burst_goes_back_to_back_then_the_pace_holds() -> None:
+    clock = HandClock()
+    pacer = Pacer(4.0, burst=2, clock=clock, sleep=clock.sleep)
+    assert [pacer.wait() for _ in range(5)] == [0.0, 0.0, 0.25, 0.5, 0.75]
+    clock.now += 10.0  # idle time saves up one burst, no more
+    assert [pacer.wait() for _ in range(3)] == [0.0, 0.0, 0.25]
+    clock.now += 0.25  # the third call's slot: the pace has not caught up yet
+    assert pacer.wait() == 0.25
+    clock.now += 0.75  # two intervals after that slot (110.5): the burst is whole again
+    assert [pacer.wait() for _ in range(3)] == [0.0, 0.0, 0.25]
+
+
+def test_over_any_window_no_more_than_the_burst_plus_the_pace() -> None:
+    clock = HandClock()
+    pacer = Pacer(10.0, burst=2, clock=clock, sleep=clock.sleep)
+    starts = []
+    for step in [0.0, 0.01, 0.0, 0.3, 0.0, 0.0, 0.0, 0.05, 0.0, 1.0, 0.0, 0.0, 0.0]:
+        clock.now += step
+        starts.append(clock.now + pacer.wait())
+    for a in starts:  # every window of 1 s: at most 2 + 10 * 1 calls, and never 3 at once
+        assert sum(1 for b in starts if a <= b < a + 1.0) <= 12
+        assert sum(1 for b in starts if a <= b < a + 1e-9) <= 2
+
+
+def test_secrets_manager_writes_burst_two_the_others_none() -> None:
+    from rotator.pacing import BURSTS
+
+    pacers = Pacers()
+    sm = pacers.pacer("secretsmanager:write", "us-east-1")
+    ssm = pacers.pacer("ssm:write", "us-east-1")
+    assert sm is not None and ssm is not None
+    assert (sm.burst, ssm.burst) == (2, 1) == (BURSTS["secretsmanager:write"], 1)
+    with pytest.raises(ValueError):
+        Pacer(1.0, burst=0)
