@@ -186,9 +186,7 @@ class Daemon:
             self._first_steps.extend(rotators)
             for _ in range(min(len(rotators), self._max_workers)):
                 job_id = f"{FIRST_STEPS}#{next(self._seq)}"
-                deadline = time.monotonic()
-                self._deadlines[job_id] = (job_id, deadline)  # the watchdog's, as a run's
-                heapq.heappush(self._deadline_heap, (deadline, job_id, job_id))
+                self._watch(job_id, job_id, 0.0)  # the watchdog's, as a run's
                 self._scheduler.add_job(
                     self._take_first_steps,
                     trigger="date",
@@ -399,9 +397,7 @@ class Daemon:
         self._observer.scheduled(rotator.name, at)
         delay = max((at - self._clock.now()).total_seconds(), MIN_GAP_SECONDS)
         job_id = f"{rotator.name}#{next(self._seq)}"
-        deadline = time.monotonic() + delay
-        self._deadlines[rotator.name] = (job_id, deadline)
-        heapq.heappush(self._deadline_heap, (deadline, rotator.name, job_id))
+        self._watch(rotator.name, job_id, delay)
         self._scheduler.add_job(
             self._run,
             trigger="date",
@@ -410,6 +406,13 @@ class Daemon:
             id=job_id,
             name=f"rotate {rotator.name}",
         )
+
+    def _watch(self, key: str, job_id: str, delay: float) -> None:
+        """Give job `job_id` (under `key`: its credential, or a start-up taker's own id) a
+        monotonic deadline `delay` seconds from now, for fire_overdue."""
+        deadline = time.monotonic() + delay
+        self._deadlines[key] = (job_id, deadline)
+        heapq.heappush(self._deadline_heap, (deadline, key, job_id))
 
     def _run(self, rotator: CredentialRotator) -> None:
         if not self._is_current(rotator):

@@ -164,6 +164,11 @@ def profile_shares(raw: Path, top: int = 12) -> tuple[float, list[tuple[str, flo
     return boto / total, [(name, n / total) for name, n in ranked]
 
 
+def _workdir(kind: str, n: int, tag: str = "") -> Path:
+    """One run's scratch folder: its config, log, profile and ``out`` (the token files)."""
+    return SCRATCH / f"process-{kind}-{n}{tag}"
+
+
 def run_one(
     token_url: str,
     kind: str,
@@ -175,7 +180,7 @@ def run_one(
     neighbours: int = 0,
     tag: str = "",
 ) -> ProcessRun:
-    workdir = SCRATCH / f"process-{kind}-{n}{tag}"
+    workdir = _workdir(kind, n, tag)
     shutil.rmtree(workdir, ignore_errors=True)  # left by a run that did not finish
     folder = workdir / "out"
     folder.mkdir(parents=True)
@@ -309,7 +314,7 @@ def run(
             if quick and n > 1000:
                 continue
             tag = f"-{sum(1 for r in runs if (r.target, r.credentials) == (kind, n))}"
-            made.append(SCRATCH / f"process-{kind}-{n}{tag}" / "out")
+            made.append(_workdir(kind, n, tag) / "out")
             run_ = run_one(
                 token_url,
                 kind,
@@ -530,9 +535,7 @@ def main(argv: list[str]) -> int:
         with contextlib.ExitStack() as stack:
             aws = stack.enter_context(MotoProcess()) if kind != "file" else None
             url = stack.enter_context(stub_process())
-            stack.enter_context(_token_files_removed_at_the_end()).append(
-                SCRATCH / f"process-{kind}-{n}" / "out"
-            )
+            stack.enter_context(_token_files_removed_at_the_end()).append(_workdir(kind, n) / "out")
             one = run_one(
                 url, kind, n, seconds=secs, moto=aws, profile=aws is not None, neighbours=extra
             )
